@@ -1,0 +1,3 @@
+from rvidia.cli import main
+
+main()

@@ -1,0 +1,430 @@
+"""The ``rvidia`` command line: thin wrappers over the client, master and worker entry points.
+
+stdout carries only what a script would parse (a job id, a result's JSON, a --json table); progress,
+tables' decorations and messages go to stderr. Exit codes: 0 ok, 1 job failed or cancelled, 2 bad
+usage or parameters, 3 master unreachable or token refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from rvidia import __version__, addresses
+from rvidia.client.api import ApiError, Cluster, Job, JobFailed, MasterUnreachable
+from rvidia.clishow import print_json_line, progress_wait, show_table
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"rvidia: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn client errors into one line on stderr and the contract's exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MasterUnreachable as exc:
+            _fail(str(exc), EXIT_UNREACHABLE)
+        except ApiError as exc:
+            _fail(str(exc), EXIT_USAGE if exc.status in (400, 403, 404, 409, 413, 422) else EXIT_FAILED)
+        except JobFailed as exc:
+            _fail(str(exc), EXIT_FAILED)
+        except (ValueError, OSError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+
+    return wrapper
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values parse as JSON where they can, else stay strings."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def parse_inputs(pairs: tuple[str, ...]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not name=FILE", param_hint="-i")
+        if not Path(path).is_file():
+            raise click.BadParameter(f"no such file: {path}", param_hint="-i")
+        inputs[name] = path
+    return inputs
+
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value) if sep else 1.0
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not name=number", param_hint="--resources") from None
+    return out
+
+
+master_option = click.option("--master", "master", default=None, metavar="URL",
+                             help="Master URL [env RVIDIA_MASTER; default http://127.0.0.1:8765]")
+token_option = click.option("--token", default=None, help="Token [env RVIDIA_TOKEN; else DATA_DIR/token]")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+                            help="A job parameter (JSON where it parses, else a string).")
+input_option = click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=FILE",
+                            help="An input file, uploaded to the master.")
+out_option = click.option("-o", "--out", "out_dir", default=".", type=click.Path(file_okay=False),
+                          help="Directory for the job's output files.")
+
+
+def connect(master: str | None, token: str | None) -> Cluster:
+    return Cluster(master, token)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rvidia")
+def main() -> None:
+    """RVIDIA: make a lab full of uneven computers work as one."""
+
+
+# ---------------------------------------------------------------- processes
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", default=None, help="Where jobs, blobs and the token live [default ~/.rvidia].")
+@click.option("--token", default=None, help="The admin token to accept [env RVIDIA_TOKEN; else created].")
+@click.option("--worker-timeout", default=10.0, show_default=True, type=click.FloatRange(0.5),
+              help="Seconds without heartbeat before a worker is declared lost.")
+@click.option("--max-upload", default=64 * 1024**3, show_default=True, type=click.IntRange(1),
+              help="Largest upload in bytes (413 beyond).")
+@click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def master(host: str, port: int, data_dir: str | None, token: str | None, worker_timeout: float,
+           max_upload: int, tls_cert: str | None, tls_key: str | None, log_level: str) -> None:
+    """Start the master: REST API, worker WebSocket, dashboard, /metrics."""
+    import logging
+
+    from rvidia.master.server import MasterSettings, serve
+    from rvidia.master.store import StoreError
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = MasterSettings(host=host, port=port, data_dir=addresses.data_dir(data_dir),
+                              token=token or os.environ.get("RVIDIA_TOKEN"), worker_timeout=worker_timeout,
+                              max_upload_bytes=max_upload, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level)
+    try:
+        serve(settings)
+    except (StoreError, OSError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@main.command()
+@master_option
+@token_option
+@click.option("--slots", default=None, type=click.IntRange(1), help="Chunks run at once [default: cores].")
+@click.option("--name", default=None, help="Name shown in the dashboard [default: host name].")
+@click.option("--allow-code", is_flag=True, help="Run submitters' Python functions (map jobs).")
+@click.option("--resources", default=None, metavar="NAME=N,...", help="Resources offered, e.g. gpu=1,ram_gb=16.")
+@click.option("--nice", default=0, show_default=True, type=click.IntRange(0, 19),
+              help="CPU niceness of chunk processes.")
+@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM, seconds to let running chunks finish before handing them back.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(master: str | None, token: str | None, slots: int | None, name: str | None, allow_code: bool,
+           resources: str | None, nice: int, grace: float, log_level: str) -> None:
+    """Join a master and run chunks."""
+    import logging
+
+    from rvidia.worker import facts
+    from rvidia.worker.agent import WorkerSettings, run_worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        url = addresses.master_url(master)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+    tok = addresses.token(token)
+    if not tok:
+        _fail("no token: pass --token, set RVIDIA_TOKEN, or run where the master's data dir is", EXIT_UNREACHABLE)
+    settings = WorkerSettings(master=url, token=tok, slots=slots or facts.cores(), name=name or facts.hostname(),
+                              allow_code=allow_code, resources=parse_resources(resources), nice=nice, grace=grace)
+    sys.exit(run_worker(settings))
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Local workers.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", default=None, help="[default ~/.rvidia]")
+@handle_errors
+def up(workers: int, host: str, port: int, data_dir: str | None) -> None:
+    """Master plus local workers in one command; Ctrl-C stops all of it."""
+    import signal
+    import time
+
+    from rvidia.client.local import LocalCluster
+
+    cluster = LocalCluster(workers, data_dir=addresses.data_dir(data_dir), host=host, port=port, quiet=False)
+    click.echo(f"rvidia: dashboard at {cluster.url}/  (token: {cluster.token})", err=True)
+    click.echo(f"rvidia: {workers} local workers joined; submit with e.g. "
+               f"`rvidia submit montecarlo -p samples=100000000 --wait`; Ctrl-C stops everything", err=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while cluster.master_proc.poll() is None:
+            time.sleep(0.5)
+        _fail(f"the master exited with code {cluster.master_proc.returncode}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        click.echo("rvidia: stopping", err=True)
+    finally:
+        cluster.close()
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _finish(job: Job, cluster: Cluster, out_dir: str, quiet: bool = False) -> None:
+    """Wait with a progress bar, then write outputs and print the result on stdout."""
+    view = progress_wait(job, quiet=quiet)
+    if view["state"] != "succeeded":
+        raise JobFailed(job.id, view["state"], view.get("error") or view.get("reason"))
+    for name, path in job.download_outputs(out_dir).items():
+        click.echo(f"rvidia: wrote {path}", err=True)
+    print_json_line(view["result"])
+
+
+@main.command()
+@click.argument("kind")
+@param_option
+@input_option
+@out_option
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@handle_errors
+def run(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], out_dir: str, workers: int) -> None:
+    """One-shot: a temporary master and local workers run one job, then stop."""
+    from rvidia.client.local import LocalCluster
+
+    p, i = parse_params(params), parse_inputs(inputs)
+    with LocalCluster(workers) as cluster:
+        job = cluster.submit(kind, inputs=i, **p)
+        _finish(job, cluster, out_dir)
+
+
+@main.command()
+@click.argument("kind")
+@param_option
+@input_option
+@click.option("--wait", is_flag=True, help="Wait, write outputs and print the result.")
+@out_option
+@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds per chunk attempt.")
+@master_option
+@token_option
+@handle_errors
+def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bool, out_dir: str, priority: int,
+           max_attempts: int, timeout: float | None, master: str | None, token: str | None) -> None:
+    """Submit a job to a running master and print its id."""
+    p, i = parse_params(params), parse_inputs(inputs)
+    with connect(master, token) as cluster:
+        job = cluster.submit(kind, inputs=i, priority=priority, max_attempts=max_attempts, timeout=timeout, **p)
+        if not wait:
+            click.echo(job.id)
+            return
+        click.echo(f"rvidia: submitted {job.id}", err=True)
+        _finish(job, cluster, out_dir)
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@master_option
+@token_option
+@handle_errors
+def jobs(limit: int, as_json: bool, master: str | None, token: str | None) -> None:
+    """List jobs, newest first."""
+    with connect(master, token) as cluster:
+        rows = cluster.jobs(limit)
+    show_table(rows, as_json, "Jobs", [
+        ("id", "id"), ("kind", "kind"), ("state", "state"),
+        ("progress", lambda r: f"{r['progress']['done']}/{r['progress']['total']}"),
+        ("created", "created_at"), ("finished", "finished_at")])
+
+
+@main.command()
+@json_option
+@master_option
+@token_option
+@handle_errors
+def workers(as_json: bool, master: str | None, token: str | None) -> None:
+    """List workers."""
+    with connect(master, token) as cluster:
+        rows = cluster.workers()
+    show_table(rows, as_json, "Workers", [
+        ("id", "id"), ("name", "name"), ("host", "host"), ("state", "state"), ("slots", "slots"),
+        ("running", "running"), ("cores", "cores"), ("speed", "speed"), ("done", "chunks_done"),
+        ("last seen", "last_seen")])
+
+
+@main.command()
+@json_option
+@master_option
+@token_option
+@handle_errors
+def kinds(as_json: bool, master: str | None, token: str | None) -> None:
+    """List job kinds and their parameters."""
+    with connect(master, token) as cluster:
+        rows = cluster.kinds()
+
+    def describe(row: dict[str, Any]) -> str:
+        props = row["params"].get("properties", {})
+        required = set(row["params"].get("required", []))
+        return ", ".join(f"{k}{'*' if k in required else ''}" for k in props)
+
+    show_table(rows, as_json, "Kinds", [("name", "name"), ("description", "description"),
+                                        ("params (* required)", describe),
+                                        ("inputs", lambda r: ", ".join(r["inputs"]))])
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@master_option
+@token_option
+@handle_errors
+def status(job_id: str, as_json: bool, master: str | None, token: str | None) -> None:
+    """One job's state and progress."""
+    with connect(master, token) as cluster:
+        view = cluster.job(job_id).status()
+    if as_json:
+        print_json_line(view)
+        return
+    prog = view["progress"]
+    click.echo(f"{view['id']} {view['kind']} {view['state']} {prog['done']}/{prog['total']} chunks done, "
+               f"{prog['running']} running, {prog['failed']} failed attempts")
+    if view.get("reason"):
+        click.echo(f"waiting: {view['reason']}")
+    if view.get("error"):
+        click.echo(f"error: {view['error']}")
+
+
+@main.command()
+@click.argument("job_id")
+@out_option
+@master_option
+@token_option
+@handle_errors
+def result(job_id: str, out_dir: str, master: str | None, token: str | None) -> None:
+    """A finished job's result (stdout) and outputs (into DIR)."""
+    with connect(master, token) as cluster:
+        job = cluster.job(job_id)
+        view = job.status()
+        if view["state"] != "succeeded":
+            raise JobFailed(job_id, view["state"], view.get("error") or view.get("reason"))
+        _finish(job, cluster, out_dir, quiet=True)
+
+
+@main.command()
+@click.argument("job_id")
+@master_option
+@token_option
+@handle_errors
+def cancel(job_id: str, master: str | None, token: str | None) -> None:
+    """Cancel a queued or running job."""
+    with connect(master, token) as cluster:
+        view = cluster.job(job_id).cancel()
+    click.echo(f"rvidia: {view['id']} {view['state']}", err=True)
+
+
+@main.command()
+@click.argument("worker_ref", metavar="WORKER")
+@master_option
+@token_option
+@handle_errors
+def drain(worker_ref: str, master: str | None, token: str | None) -> None:
+    """Stop giving WORKER (name or id) chunks once its running ones finish."""
+    with connect(master, token) as cluster:
+        view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/drain").json()
+    click.echo(f"rvidia: {view['name']} ({view['id']}) drained", err=True)
+
+
+@main.command()
+@click.argument("worker_ref", metavar="WORKER")
+@master_option
+@token_option
+@handle_errors
+def undrain(worker_ref: str, master: str | None, token: str | None) -> None:
+    """Give WORKER chunks again."""
+    with connect(master, token) as cluster:
+        view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/undrain").json()
+    click.echo(f"rvidia: {view['name']} ({view['id']}) takes chunks again", err=True)
+
+
+@main.group()
+def token() -> None:
+    """Manage tokens (admin token needed)."""
+
+
+@token.command("create")
+@click.option("--role", required=True, type=click.Choice(["worker", "user"]))
+@click.option("--name", default=None)
+@master_option
+@token_option
+@handle_errors
+def token_create(role: str, name: str | None, master: str | None, token: str | None) -> None:
+    """Create a token; it is printed once, on stdout."""
+    with connect(master, token) as cluster:
+        made = cluster.request("POST", "/api/v1/tokens", json={"role": role, "name": name}).json()
+    click.echo(f"rvidia: created {made['role']} token {made['name']}", err=True)
+    click.echo(made["token"])
+
+
+@token.command("list")
+@json_option
+@master_option
+@token_option
+@handle_errors
+def token_list(as_json: bool, master: str | None, token: str | None) -> None:
+    with connect(master, token) as cluster:
+        rows = cluster.get("/api/v1/tokens")
+    show_table(rows, as_json, "Tokens", [("name", "name"), ("role", "role"), ("created", "created_at")])
+
+
+@token.command("revoke")
+@click.argument("name")
+@master_option
+@token_option
+@handle_errors
+def token_revoke(name: str, master: str | None, token: str | None) -> None:
+    with connect(master, token) as cluster:
+        cluster.request("DELETE", f"/api/v1/tokens/{name}")
+    click.echo(f"rvidia: revoked {name}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""What goes into the scheduler (events) and what comes out (instructions).
+
+Both are small frozen dataclasses so that a test can build them by hand and compare them with ``==``;
+the master's adapters translate frames and requests into events and carry out the instructions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a worker must offer to run a job's chunks."""
+
+    needs_code: bool = False
+    python: str = ""  # "3.11": the submitter's minor version, for code jobs
+    resources: tuple[tuple[str, float], ...] = ()
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJoined:
+    worker_id: str
+    slots: int
+    allow_code: bool = False
+    python: str = ""
+    resources: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLeft:
+    """The worker's connection closed (or it said goodbye)."""
+
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeen:
+    """Any sign of life from a worker: a heartbeat or any other message."""
+
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityChanged:
+    worker_id: str
+    slots: int
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DrainWorker:
+    worker_id: str
+    drain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted:
+    """A job (new, or reloaded after a restart) enters the queue at ``stage``.
+
+    ``done`` lists chunk indices of that stage already finished (after a restart) and ``attempts``
+    how many times each chunk was started before, so retries keep counting.
+    """
+
+    job_id: str
+    n_chunks: int
+    priority: int = 0
+    max_attempts: int = 3
+    requirement: Requirement = Requirement()
+    stage: int = 0
+    done: frozenset[int] = frozenset()
+    attempts: dict[int, int] = field(default_factory=dict)
+    failures: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StageStarted:
+    """The previous stage merged; the job continues with ``n_chunks`` new chunks."""
+
+    job_id: str
+    stage: int
+    n_chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSucceeded:
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailed:
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishJob:
+    """The master merged the last stage (or gave up on the job): forget it."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: look for workers whose heartbeats stopped."""
+
+
+Event = (
+    WorkerJoined | WorkerLeft | WorkerSeen | CapacityChanged | DrainWorker | JobSubmitted
+    | StageStarted | ChunkSucceeded | ChunkFailed | CancelJob | FinishJob | Tick
+)
+
+# ---------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChunk:
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """This result counts: merge it (exactly once per chunk)."""
+
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropResult:
+    """A late or duplicate outcome (the chunk was re-assigned, finished or cancelled)."""
+
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryChunk:
+    """An attempt failed (or its worker was lost) and the chunk goes back in the queue."""
+
+    job_id: str
+    stage: int
+    index: int
+    error: str
+    lost: bool = False  # the worker went away; not counted as a failed attempt
+
+
+@dataclass(frozen=True, slots=True)
+class StageComplete:
+    job_id: str
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    job_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    worker_id: str
+    reason: str
+
+
+Instruction = (
+    Assign | CancelChunk | AcceptResult | DropResult | RetryChunk | StageComplete | JobFailed | WorkerLost
+)

@@ -1,0 +1,97 @@
+"""The scheduler's in-memory view of workers and jobs (no I/O, no clock)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from rvidia.core.events import Requirement
+
+ChunkKey = tuple[str, int, int]  # job id, stage, index
+
+
+class PendingChunks:
+    """Chunk indices waiting to run: retries first, then fresh indices in order.
+
+    Fresh indices are produced lazily from a counter so a job of ten million chunks costs a few
+    integers of memory, not a list.
+    """
+
+    __slots__ = ("_next", "_n", "_skip", "_retry")
+
+    def __init__(self, n_chunks: int, skip: frozenset[int] = frozenset()) -> None:
+        self._next = 0
+        self._n = n_chunks
+        self._skip = set(skip)
+        self._retry: deque[int] = deque()
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._next < self._n and self._next in self._skip:
+            self._skip.discard(self._next)
+            self._next += 1
+
+    def __bool__(self) -> bool:
+        return bool(self._retry) or self._next < self._n
+
+    def __len__(self) -> int:
+        return len(self._retry) + max(0, self._n - self._next - len(self._skip))
+
+    def pop(self) -> int:
+        if self._retry:
+            return self._retry.popleft()
+        index = self._next
+        self._next += 1
+        self._advance()
+        return index
+
+    def push_retry(self, index: int) -> None:
+        self._retry.append(index)
+
+    def clear(self) -> None:
+        self._retry.clear()
+        self._next = self._n
+
+
+@dataclass(slots=True)
+class WorkerEntry:
+    worker_id: str
+    slots: int
+    allow_code: bool
+    python: str
+    resources: dict[str, float]
+    last_seen: float
+    paused: bool = False
+    drained: bool = False
+    running: dict[ChunkKey, int] = field(default_factory=dict)  # chunk -> attempt
+
+    @property
+    def free(self) -> int:
+        if self.paused or self.drained:
+            return 0
+        return max(0, self.slots - len(self.running))
+
+    def can_serve(self, req: Requirement) -> bool:
+        if req.needs_code and not (self.allow_code and self.python == req.python):
+            return False
+        return all(self.resources.get(name, 0.0) >= amount for name, amount in req.resources)
+
+
+@dataclass(slots=True)
+class JobEntry:
+    job_id: str
+    priority: int
+    max_attempts: int
+    requirement: Requirement
+    stage: int
+    n_chunks: int
+    pending: PendingChunks
+    done: int = 0
+    running: dict[int, tuple[str, int]] = field(default_factory=dict)  # index -> (worker, attempt)
+    attempts: dict[int, int] = field(default_factory=dict)  # index -> attempts started
+    failures: dict[int, int] = field(default_factory=dict)  # index -> failed attempts
+    losses: dict[int, int] = field(default_factory=dict)  # index -> attempts lost with a worker
+
+    @property
+    def stage_finished(self) -> bool:
+        return self.done >= self.n_chunks and not self.running and not self.pending

@@ -1,0 +1,293 @@
+"""The scheduler: a pure state machine that decides which chunk runs where.
+
+It performs no I/O and reads time only through the injected clock, so every rule (bounded in-flight
+chunks, fairness, retries, worker loss, late results, cancel) is tested in memory. The master feeds it
+events with :meth:`Scheduler.handle` and carries out the instructions it returns.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from rvidia.core import events as ev
+from rvidia.core.records import ChunkKey, JobEntry, PendingChunks, WorkerEntry
+
+# A chunk whose workers keep disappearing is given up on after this many losses: a worker loss is
+# not the chunk's fault, so it does not count against max_attempts, but it must not loop forever.
+MAX_LOSSES = 10
+
+
+class Scheduler:
+    """Events in, instructions out; see ``rvidia.core.events`` for both."""
+
+    def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0) -> None:
+        self.clock = clock
+        self.worker_timeout = worker_timeout
+        self.workers: dict[str, WorkerEntry] = {}
+        self.jobs: dict[str, JobEntry] = {}
+        # Least recently served job first: iteration order is the round-robin order.
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self._free: dict[str, None] = {}  # workers with a free slot, insertion-ordered
+        self._out: list[ev.Instruction] = []
+
+    # ------------------------------------------------------------ entry point
+
+    def handle(self, *events: ev.Event) -> list[ev.Instruction]:
+        """Apply events in order, then fill free slots; return what the master must do."""
+        for event in events:
+            self._dispatch(event)
+        self._schedule()
+        out, self._out = self._out, []
+        return out
+
+    def _dispatch(self, event: ev.Event) -> None:
+        handler = _HANDLERS[type(event)]
+        handler(self, event)
+
+    # ------------------------------------------------------------ queries
+
+    def reason(self, job_id: str) -> str | None:
+        """Why a job with chunks waiting cannot run anywhere, or None if some worker could run it."""
+        job = self.jobs.get(job_id)
+        if job is None or not job.pending:
+            return None
+        live = list(self.workers.values())
+        if not live:
+            return "no workers connected"
+        req = job.requirement
+        if req.needs_code and not any(w.allow_code and w.python == req.python for w in live):
+            return f"no worker started with --allow-code and Python {req.python}"
+        if not any(w.can_serve(req) for w in live):
+            wanted = ",".join(f"{k}={v:g}" for k, v in req.resources)
+            return f"no worker has the resources asked ({wanted})"
+        if not any(w.can_serve(req) and not (w.paused or w.drained) for w in live):
+            return "every worker that could run it is paused or drained"
+        return None
+
+    def running_on(self, worker_id: str) -> int:
+        worker = self.workers.get(worker_id)
+        return len(worker.running) if worker else 0
+
+    # ------------------------------------------------------------ workers
+
+    def _on_worker_joined(self, e: ev.WorkerJoined) -> None:
+        if e.worker_id in self.workers:
+            self._lose_worker(e.worker_id, "worker reconnected")
+        self.workers[e.worker_id] = WorkerEntry(
+            worker_id=e.worker_id, slots=max(0, e.slots), allow_code=e.allow_code,
+            python=e.python, resources=dict(e.resources), last_seen=self.clock(),
+        )
+        self._refresh_free(e.worker_id)
+
+    def _on_worker_left(self, e: ev.WorkerLeft) -> None:
+        if e.worker_id in self.workers:
+            self._lose_worker(e.worker_id, e.reason)
+
+    def _on_worker_seen(self, e: ev.WorkerSeen) -> None:
+        worker = self.workers.get(e.worker_id)
+        if worker is not None:
+            worker.last_seen = self.clock()
+
+    def _on_capacity(self, e: ev.CapacityChanged) -> None:
+        worker = self.workers.get(e.worker_id)
+        if worker is not None:
+            worker.slots, worker.paused = max(0, e.slots), e.paused
+            worker.last_seen = self.clock()
+            self._refresh_free(e.worker_id)
+
+    def _on_drain(self, e: ev.DrainWorker) -> None:
+        worker = self.workers.get(e.worker_id)
+        if worker is not None:
+            worker.drained = e.drain
+            self._refresh_free(e.worker_id)
+
+    def _on_tick(self, e: ev.Tick) -> None:
+        deadline = self.clock() - self.worker_timeout
+        silent = [w.worker_id for w in self.workers.values() if w.last_seen < deadline]
+        for worker_id in silent:
+            self._lose_worker(worker_id, f"no heartbeat for {self.worker_timeout:g} s")
+
+    def _lose_worker(self, worker_id: str, reason: str) -> None:
+        worker = self.workers.pop(worker_id)
+        self._free.pop(worker_id, None)
+        self._out.append(ev.WorkerLost(worker_id, reason))
+        for (job_id, stage, index), attempt in worker.running.items():
+            job = self.jobs.get(job_id)
+            if job is None or job.stage != stage or job.running.get(index) != (worker_id, attempt):
+                continue
+            del job.running[index]
+            job.losses[index] = job.losses.get(index, 0) + 1
+            if job.losses[index] >= MAX_LOSSES:
+                self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row")
+                continue
+            job.pending.push_retry(index)
+            self._out.append(ev.RetryChunk(job_id, stage, index, f"worker {worker_id} lost: {reason}", lost=True))
+
+    def _refresh_free(self, worker_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.free > 0:
+            self._free[worker_id] = None
+        else:
+            self._free.pop(worker_id, None)
+
+    # ------------------------------------------------------------ jobs
+
+    def _on_job_submitted(self, e: ev.JobSubmitted) -> None:
+        job = JobEntry(
+            job_id=e.job_id, priority=e.priority, max_attempts=max(1, e.max_attempts),
+            requirement=e.requirement, stage=e.stage, n_chunks=e.n_chunks,
+            pending=PendingChunks(e.n_chunks, e.done), done=len(e.done),
+            attempts=dict(e.attempts), failures=dict(e.failures),
+        )
+        self.jobs[e.job_id] = job
+        self._order[e.job_id] = None
+        self._check_stage(job)
+
+    def _on_stage_started(self, e: ev.StageStarted) -> None:
+        job = self.jobs.get(e.job_id)
+        if job is None:
+            return
+        job.stage, job.n_chunks, job.done = e.stage, e.n_chunks, 0
+        job.pending = PendingChunks(e.n_chunks)
+        job.running.clear()
+        job.attempts.clear()
+        job.failures.clear()
+        job.losses.clear()
+        self._check_stage(job)
+
+    def _on_cancel(self, e: ev.CancelJob) -> None:
+        job = self.jobs.get(e.job_id)
+        if job is not None:
+            self._drop_job(job)
+
+    def _on_finish(self, e: ev.FinishJob) -> None:
+        job = self.jobs.get(e.job_id)
+        if job is not None:
+            self._drop_job(job)
+
+    def _drop_job(self, job: JobEntry) -> None:
+        """Forget a job, telling workers to kill its running chunks."""
+        for index, (worker_id, attempt) in list(job.running.items()):
+            self._release(worker_id, (job.job_id, job.stage, index))
+            self._out.append(ev.CancelChunk(worker_id, job.job_id, job.stage, index, attempt))
+        job.running.clear()
+        job.pending.clear()
+        self.jobs.pop(job.job_id, None)
+        self._order.pop(job.job_id, None)
+
+    def _fail_job(self, job: JobEntry, error: str) -> None:
+        self._drop_job(job)
+        self._out.append(ev.JobFailed(job.job_id, error))
+
+    def _check_stage(self, job: JobEntry) -> None:
+        if job.stage_finished:
+            self._out.append(ev.StageComplete(job.job_id, job.stage))
+
+    # ------------------------------------------------------------ outcomes
+
+    def _current(self, e: ev.ChunkSucceeded | ev.ChunkFailed) -> JobEntry | None:
+        """The job if this outcome is for the live attempt of a running chunk, else None."""
+        job = self.jobs.get(e.job_id)
+        if job is None or job.stage != e.stage or job.running.get(e.index) != (e.worker_id, e.attempt):
+            why = "job finished or cancelled" if job is None else "chunk re-assigned or already done"
+            self._out.append(ev.DropResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt, why))
+            return None
+        del job.running[e.index]
+        self._release(e.worker_id, (e.job_id, e.stage, e.index))
+        return job
+
+    def _on_chunk_succeeded(self, e: ev.ChunkSucceeded) -> None:
+        job = self._current(e)
+        if job is None:
+            return
+        job.done += 1
+        self._out.append(ev.AcceptResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt))
+        self._check_stage(job)
+
+    def _on_chunk_failed(self, e: ev.ChunkFailed) -> None:
+        job = self._current(e)
+        if job is None:
+            return
+        failures = job.failures.get(e.index, 0) + 1
+        job.failures[e.index] = failures
+        if failures >= job.max_attempts:
+            self._fail_job(job, f"chunk {e.index} failed {failures} times; last error: {e.error}")
+            return
+        job.pending.push_retry(e.index)
+        self._out.append(ev.RetryChunk(e.job_id, e.stage, e.index, e.error))
+
+    def _release(self, worker_id: str, key: ChunkKey) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.running.pop(key, None) is not None:
+            self._refresh_free(worker_id)
+
+    # ------------------------------------------------------------ placement
+
+    def _schedule(self) -> None:
+        """Fill free slots: highest priority first, round-robin between jobs of one priority."""
+        if not self._free or not self._order:
+            return
+        runnable = [self.jobs[j] for j in self._order if self.jobs[j].pending]
+        if not runnable:
+            return
+        runnable.sort(key=lambda job: -job.priority)  # stable: keeps round-robin order within a tier
+        tiers: dict[int, list[JobEntry]] = {}
+        for job in runnable:
+            tiers.setdefault(job.priority, []).append(job)
+        for tier in tiers.values():
+            self._fill_tier(tier)
+            if not self._free:
+                return
+
+    def _fill_tier(self, tier: list[JobEntry]) -> None:
+        progressed = True
+        while progressed and self._free:
+            progressed = False
+            for job in tier:
+                if not job.pending:
+                    continue
+                worker = self._pick_worker(job)
+                if worker is None:
+                    continue
+                self._assign(worker, job)
+                progressed = True
+                if not self._free:
+                    return
+
+    def _pick_worker(self, job: JobEntry) -> WorkerEntry | None:
+        """The eligible worker with the most free slots (spreads a job over the pool)."""
+        best: WorkerEntry | None = None
+        best_free = 0
+        for worker_id in self._free:
+            worker = self.workers[worker_id]
+            free = worker.free
+            if free > best_free and worker.can_serve(job.requirement):
+                best, best_free = worker, free
+        return best
+
+    def _assign(self, worker: WorkerEntry, job: JobEntry) -> None:
+        index = job.pending.pop()
+        attempt = job.attempts.get(index, 0) + 1
+        job.attempts[index] = attempt
+        job.running[index] = (worker.worker_id, attempt)
+        worker.running[(job.job_id, job.stage, index)] = attempt
+        self._refresh_free(worker.worker_id)
+        self._order.move_to_end(job.job_id)
+        self._out.append(ev.Assign(worker.worker_id, job.job_id, job.stage, index, attempt))
+
+
+_HANDLERS: dict[type, Callable[[Scheduler, ev.Event], None]] = {  # type: ignore[dict-item]
+    ev.WorkerJoined: Scheduler._on_worker_joined,
+    ev.WorkerLeft: Scheduler._on_worker_left,
+    ev.WorkerSeen: Scheduler._on_worker_seen,
+    ev.CapacityChanged: Scheduler._on_capacity,
+    ev.DrainWorker: Scheduler._on_drain,
+    ev.JobSubmitted: Scheduler._on_job_submitted,
+    ev.StageStarted: Scheduler._on_stage_started,
+    ev.ChunkSucceeded: Scheduler._on_chunk_succeeded,
+    ev.ChunkFailed: Scheduler._on_chunk_failed,
+    ev.CancelJob: Scheduler._on_cancel,
+    ev.FinishJob: Scheduler._on_finish,
+    ev.Tick: Scheduler._on_tick,
+}

@@ -1,0 +1,1 @@
+"""Job kinds: one module each, found by ``rvidia.kinds.registry``."""

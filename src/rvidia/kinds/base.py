@@ -1,0 +1,155 @@
+"""What a job kind is: parameters declared once, ``split`` and ``merge`` on the master, ``run`` on a worker.
+
+A kind lives in one module of ``rvidia.kinds`` that defines ``KIND = SomeKind()``; the registry finds
+it, so adding a kind touches nothing else. A job runs in stages: ``plan`` says how many chunks a stage
+has, ``chunk`` makes each chunk's payload, ``merge`` folds each accepted result in as it arrives, and
+``finish_stage`` either plans the next stage (training rounds) or returns the job's result.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Iterable, Iterator, Protocol
+
+import msgspec
+
+from rvidia.core.events import Requirement
+
+
+class ParamError(ValueError):
+    """A job's parameters or inputs are invalid; the message is shown to the submitter as is."""
+
+
+# ---------------------------------------------------------------- master side
+
+
+class Inputs(Protocol):
+    """Read access to a job's input blobs on the master (files, never loaded whole by the engine)."""
+
+    def names(self) -> list[str]: ...
+
+    def blob_id(self, name: str) -> str: ...
+
+    def size(self, name: str) -> int: ...
+
+    def open(self, name: str) -> BinaryIO: ...
+
+
+class Outputs(Protocol):
+    """Where a kind writes its output files, streamed into the blob store."""
+
+    def write(self, name: str, parts: Iterable[bytes]) -> str: ...
+
+
+class Results(Protocol):
+    """The accepted chunk results of the current stage, read back in index order."""
+
+    def __call__(self) -> Iterator[tuple[int, bytes]]: ...
+
+
+@dataclass
+class JobContext:
+    """Everything a kind may use on the master for one job."""
+
+    job_id: str
+    params: Any  # the kind's Params struct
+    inputs: Inputs
+    outputs: Outputs
+    results: Results
+    stage: int = 0
+    state: Any = None  # msgpack-able, carried from one stage to the next and persisted
+    cache: dict[str, Any] = field(default_factory=dict)  # per-job memo, lost on restart
+
+
+@dataclass
+class Plan:
+    """A stage of ``n_chunks`` chunks, with the state ``chunk`` and ``merge`` will read."""
+
+    n_chunks: int
+    state: Any = None
+
+
+@dataclass
+class Done:
+    """The job's end: a small JSON result and output blobs by name."""
+
+    result: Any = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- worker side
+
+
+@dataclass
+class RunContext:
+    """What a chunk sees on the worker: its inputs as local files and a per-process memo."""
+
+    job_id: str
+    stage: int
+    index: int
+    input_paths: dict[str, Path]
+    cache: dict[Any, Any]
+
+
+# ---------------------------------------------------------------- the kind
+
+
+class Kind(abc.ABC):
+    """Base class of job kinds; subclasses set the class attributes and override the methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[msgspec.Struct]]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
+    hidden: ClassVar[bool] = False  # kinds only the Python API submits (map) stay off forms
+
+    def parse_params(self, raw: dict[str, Any]) -> Any:
+        """Validate raw JSON parameters into the Params struct, with a one-line reason on failure."""
+        try:
+            return msgspec.convert(raw, self.Params, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ParamError(f"invalid parameters for {self.name}: {exc}") from None
+
+    def schema(self) -> dict[str, Any]:
+        """The parameters as a JSON Schema object, for /kinds and generated forms."""
+        full = msgspec.json.schema(self.Params)
+        defs = full.get("$defs", {})
+        body = dict(defs.get(self.Params.__name__, full))
+        body["x-inputs"] = {"required": list(self.inputs), "optional": list(self.optional_inputs)}
+        return body
+
+    def requirement(self, params: Any) -> Requirement:
+        """What a worker must offer to run this job's chunks."""
+        return Requirement()
+
+    def check(self, ctx: JobContext) -> None:
+        """Checks that need the inputs (shapes, columns); raise ParamError. Runs before any chunk."""
+
+    @abc.abstractmethod
+    def plan(self, ctx: JobContext) -> Plan:
+        ...
+
+    @abc.abstractmethod
+    def chunk(self, ctx: JobContext, index: int) -> bytes:
+        ...
+
+    def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
+        """Input blobs the worker must have locally for this chunk (default: all of them)."""
+        return {name: ctx.inputs.blob_id(name) for name in ctx.inputs.names()}
+
+    def new_acc(self, ctx: JobContext) -> Any:
+        return None
+
+    def merge(self, ctx: JobContext, acc: Any, index: int, result: bytes) -> Any:
+        return acc
+
+    @abc.abstractmethod
+    def finish_stage(self, ctx: JobContext, acc: Any) -> Plan | Done:
+        ...
+
+    @abc.abstractmethod
+    def run(self, params: Any, payload: bytes, ctx: RunContext) -> bytes:
+        ...

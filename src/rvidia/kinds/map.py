@@ -1,0 +1,90 @@
+"""``map``: a submitter's Python function over items, results in order (Python API only).
+
+The function and the items arrive as cloudpickle bytes that only workers started with
+``--allow-code`` (and running the submitter's Python minor version) ever unpickle: the master just
+slices the items blob into chunks. Results come back as msgpack; pickled results only when the
+submitter passed ``allow_pickle_results=True``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Annotated, Any
+
+import msgspec
+
+from rvidia.core.events import Requirement
+from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan, RunContext
+from rvidia.protocol import values
+
+
+class MapParams(msgspec.Struct, forbid_unknown_fields=True):
+    python: Annotated[str, msgspec.Meta(pattern=r"^\d+\.\d+$", description="Submitter's Python X.Y")]
+    items: Annotated[int, msgspec.Meta(ge=0, description="Number of items")] = 0
+    star: bool = False  # items are (args, kwargs) pairs: fn(*args, **kwargs)
+    allow_pickle_results: bool = False
+
+
+class MapKind(Kind):
+    name = "map"
+    description = "Run a Python function over items (Python API only; workers need --allow-code)"
+    Params = MapParams
+    inputs = ("function", "items")
+    hidden = True
+
+    def requirement(self, params: MapParams) -> Requirement:
+        return Requirement(needs_code=True, python=params.python)
+
+    def _batches(self, ctx: JobContext) -> list[bytes]:
+        batches = ctx.cache.get("batches")
+        if batches is None:
+            with ctx.inputs.open("items") as f:
+                try:
+                    batches = msgspec.msgpack.decode(f.read(), type=list[bytes])
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    raise ParamError("input 'items' must be a msgpack list of pickled batches") from None
+            ctx.cache["batches"] = batches
+        return batches
+
+    def check(self, ctx: JobContext) -> None:
+        self._batches(ctx)
+
+    def plan(self, ctx: JobContext) -> Plan:
+        return Plan(n_chunks=len(self._batches(ctx)))
+
+    def chunk(self, ctx: JobContext, index: int) -> bytes:
+        return self._batches(ctx)[index]
+
+    def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
+        return {"function": ctx.inputs.blob_id("function")}
+
+    def finish_stage(self, ctx: JobContext, acc: Any) -> Done:
+        """Write the per-chunk result lists, in order, as one msgpack list of raw results."""
+        parts = [raw for _, raw in ctx.results()]
+        blob = ctx.outputs.write("results", [msgspec.msgpack.encode(parts)])
+        return Done(result={"items": ctx.params.items, "chunks": len(parts)}, outputs={"results": blob})
+
+    def run(self, params: MapParams, payload: bytes, ctx: RunContext) -> bytes:
+        key = ("map-fn", str(ctx.input_paths["function"]))
+        fn = ctx.cache.get(key)
+        if fn is None:
+            fn = pickle.loads(ctx.input_paths["function"].read_bytes())
+            ctx.cache.clear()  # keep one job's function at a time
+            ctx.cache[key] = fn
+        items = pickle.loads(payload)
+        if params.star:
+            out = [fn(*args, **kwargs) for args, kwargs in items]
+        else:
+            out = [fn(item) for item in items]
+        return values.dumps(out, allow_pickle=params.allow_pickle_results)
+
+
+def decode_results(blob: bytes, allow_pickle: bool = False) -> list[Any]:
+    """The submitter's side: the flat list of results from a finished map job's ``results`` blob."""
+    out: list[Any] = []
+    for raw in msgspec.msgpack.decode(blob, type=list[bytes]):
+        out.extend(values.loads(raw, allow_pickle=allow_pickle))
+    return out
+
+
+KIND = MapKind()

@@ -1,0 +1,1 @@
+"""The master: REST API, worker WebSocket endpoint, storage and the event stream."""

@@ -1,0 +1,139 @@
+"""The master's ASGI application: REST routes, the two WebSockets, /metrics and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rvidia.kinds.base import ParamError
+from rvidia.master import api
+from rvidia.master.auth import Auth, Principal
+from rvidia.master.metrics import render_metrics
+from rvidia.master.runtime import Runtime
+from rvidia.master.ws_worker import serve_worker
+
+log = logging.getLogger("rvidia.master")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _ws_principal(ws: WebSocket, auth: Auth) -> Principal | None:
+    header = ws.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return auth.check(header[7:].strip())
+    return auth.session(ws.cookies.get(api.SESSION_COOKIE))
+
+
+async def _deny(ws: WebSocket) -> None:
+    """Refuse the upgrade with HTTP 401 before any message is read."""
+    try:
+        await ws.send_denial_response(_error(401, "missing or wrong token"))
+    except RuntimeError:  # server without the denial-response extension
+        await ws.close(code=1008, reason="missing or wrong token")
+
+
+def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="RVIDIA master", lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    app.state.runtime = runtime
+    app.state.auth = auth
+    app.include_router(api.router)
+    _add_error_handlers(app)
+
+    @app.websocket("/ws/worker")
+    async def ws_worker(ws: WebSocket) -> None:
+        principal = _ws_principal(ws, auth)
+        if principal is None or not principal.may("work"):
+            await _deny(ws)
+            return
+        await serve_worker(ws, runtime)
+
+    @app.websocket("/ws/events")
+    async def ws_events(ws: WebSocket) -> None:
+        principal = _ws_principal(ws, auth)
+        if principal is None or not principal.may("submit"):
+            await _deny(ws)
+            return
+        await _stream_events(ws, runtime)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        api.caller(request)
+        return PlainTextResponse(render_metrics(runtime), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        page = resources.files("rvidia.dashboard").joinpath("index.html").read_text()
+        return HTMLResponse(page)
+
+    return app
+
+
+async def _stream_events(ws: WebSocket, runtime: Runtime) -> None:
+    await ws.accept()
+    queue = runtime.bus.subscribe()
+    receiver = asyncio.create_task(ws.receive())  # notices the client going away
+    try:
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                getter.cancel()
+                msg = receiver.result()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                receiver = asyncio.create_task(ws.receive())
+                continue
+            text = getter.result()
+            if text is None:
+                await ws.close(code=1013, reason="too slow: reload the state and reconnect")
+                return
+            await ws.send_text(text)
+    except Exception:
+        return
+    finally:
+        receiver.cancel()
+        runtime.bus.unsubscribe(queue)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return _error(exc.status_code, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(ParamError)
+    async def param_error(request: Request, exc: ParamError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the master's log")
+
+
+__all__ = ["create_app", "HTTPException"]

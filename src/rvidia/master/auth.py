@@ -1,0 +1,125 @@
+"""Tokens and roles: who may join as a worker, who may submit, who may manage tokens.
+
+Only SHA-256 hashes of tokens are stored (tokens are 256-bit random strings, so a plain hash is
+enough); every check compares against each stored hash with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rvidia.master.store import Store
+
+ROLES = ("admin", "user", "worker")
+# What each role may do: "submit" covers submit/view/cancel, "work" joining as a worker.
+_GRANTS = {"admin": {"admin", "submit", "work"}, "user": {"submit"}, "worker": {"work"}}
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+
+    def may(self, action: str) -> bool:
+        return action in _GRANTS.get(self.role, set())
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Auth:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._reload()
+        self.sessions: dict[str, Principal] = {}  # dashboard cookie -> who signed in
+
+    def _reload(self) -> None:
+        self._entries = [(t["hash"], Principal(t["name"], t["role"])) for t in self.store.tokens()]
+
+    def ensure_admin(self, data_dir: Path, given: str | None) -> str | None:
+        """Make sure an admin token exists; return a newly created plain token to print once."""
+        if given:
+            if self.check(given) is None:
+                self.store.add_token(hash_token(given), "admin", self._free_name("admin"), now_iso())
+                self._reload()
+            _write_token_file(data_dir, given)
+            return None
+        if any(p.role == "admin" for _, p in self._entries):
+            return None
+        token = secrets.token_urlsafe(32)
+        self.store.add_token(hash_token(token), "admin", "admin", now_iso())
+        self._reload()
+        _write_token_file(data_dir, token)
+        return token
+
+    def _free_name(self, base: str) -> str:
+        taken = {t["name"] for t in self.store.tokens(include_revoked=True)}
+        if base not in taken:
+            return base
+        n = 2
+        while f"{base}-{n}" in taken:
+            n += 1
+        return f"{base}-{n}"
+
+    def check(self, token: str | None) -> Principal | None:
+        """The holder of ``token``, or None; constant time in the token's value."""
+        if not token:
+            return None
+        digest = hash_token(token)
+        found: Principal | None = None
+        for stored, principal in self._entries:
+            if hmac.compare_digest(stored, digest):
+                found = principal
+        return found
+
+    def create(self, role: str, name: str | None) -> tuple[str, str]:
+        if role not in ("user", "worker", "admin"):
+            raise ValueError(f"unknown role {role!r}; use worker or user")
+        name = name or self._free_name(role)
+        if any(t["name"] == name for t in self.store.tokens(include_revoked=True)):
+            raise ValueError(f"a token named {name!r} exists already")
+        token = secrets.token_urlsafe(32)
+        self.store.add_token(hash_token(token), role, name, now_iso())
+        self._reload()
+        return name, token
+
+    def revoke(self, name: str) -> bool:
+        ok = self.store.revoke_token(name)
+        self._reload()
+        self.sessions = {k: p for k, p in self.sessions.items() if p.name != name}
+        return ok
+
+    def list(self) -> list[dict[str, object]]:
+        return [{k: t[k] for k in ("name", "role", "created_at")} for t in self.store.tokens()]
+
+    def new_session(self, principal: Principal) -> str:
+        sid = secrets.token_urlsafe(32)
+        self.sessions[sid] = principal
+        return sid
+
+    def session(self, sid: str | None) -> Principal | None:
+        if not sid:
+            return None
+        for key, principal in self.sessions.items():
+            if hmac.compare_digest(key, sid):
+                return principal
+        return None
+
+
+def _write_token_file(data_dir: Path, token: str) -> None:
+    path = data_dir / "token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)

@@ -1,0 +1,92 @@
+"""Content-addressed blob store on disk: inputs and outputs, named by their SHA-256.
+
+Uploads stream into a temporary file while being hashed, then move into place, so a half-written
+blob is never visible under its name and the master never holds a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator, BinaryIO, Iterable
+
+_BLOB_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobTooLarge(ValueError):
+    """An upload went past the size limit."""
+
+
+def valid_blob_id(blob_id: str) -> bool:
+    """Only lowercase hex of the right length: no path can ever escape the store."""
+    return bool(_BLOB_ID.match(blob_id))
+
+
+class BlobStore:
+    def __init__(self, root: Path, max_size: int) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.max_size = max_size
+
+    def path(self, blob_id: str) -> Path:
+        if not valid_blob_id(blob_id):
+            raise KeyError(blob_id)
+        return self.root / blob_id[:2] / blob_id
+
+    def exists(self, blob_id: str) -> bool:
+        return valid_blob_id(blob_id) and self.path(blob_id).is_file()
+
+    def size(self, blob_id: str) -> int:
+        return self.path(blob_id).stat().st_size
+
+    def open(self, blob_id: str) -> BinaryIO:
+        return open(self.path(blob_id), "rb")
+
+    def _new_tmp(self) -> tuple[BinaryIO, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def _commit(self, tmp: Path, digest: str) -> str:
+        final = self.path(digest)
+        final.parent.mkdir(exist_ok=True)
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+        return digest
+
+    async def put_stream(self, parts: AsyncIterator[bytes]) -> tuple[str, int]:
+        """Store an upload; raise BlobTooLarge past the limit (the partial file is removed)."""
+        f, tmp = self._new_tmp()
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with f:
+                async for part in parts:
+                    size += len(part)
+                    if size > self.max_size:
+                        raise BlobTooLarge(f"upload larger than the {self.max_size} byte limit")
+                    h.update(part)
+                    f.write(part)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self._commit(tmp, h.hexdigest()), size
+
+    def put_parts(self, parts: Iterable[bytes]) -> str:
+        """Store output written piece by piece (kinds' outputs)."""
+        f, tmp = self._new_tmp()
+        h = hashlib.sha256()
+        try:
+            with f:
+                for part in parts:
+                    h.update(part)
+                    f.write(part)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self._commit(tmp, h.hexdigest())

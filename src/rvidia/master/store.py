@@ -1,0 +1,230 @@
+"""SQLite storage of jobs, chunks, chunk results and tokens (WAL, group commits).
+
+Durability: a job submission is committed before the master answers it. Chunk progress is written
+as it happens and committed at least every ``FLUSH_INTERVAL`` seconds (see ``Runtime``), so a
+``kill -9`` of the master loses at most that window of finished chunks, which then run again;
+a chunk whose completion was committed never runs again. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, role TEXT NOT NULL, name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, state TEXT NOT NULL,
+    params TEXT NOT NULL, inputs TEXT NOT NULL,
+    priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL, timeout REAL,
+    replicas INTEGER NOT NULL, resources TEXT NOT NULL,
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+    reason TEXT, error TEXT, result TEXT, outputs TEXT NOT NULL DEFAULT '{}',
+    stage INTEGER NOT NULL DEFAULT 0, n_chunks INTEGER NOT NULL DEFAULT 0, stage_state BLOB,
+    done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    idem_key TEXT UNIQUE, submitter TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL, stage INTEGER NOT NULL, idx INTEGER NOT NULL,
+    state TEXT NOT NULL, worker TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT,
+    error TEXT, result BLOB, seq INTEGER,
+    PRIMARY KEY (job_id, stage, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_seq ON chunks (job_id, seq);
+"""
+
+_JSON_FIELDS = ("params", "inputs", "resources", "result", "outputs")
+UNFINISHED = ("queued", "running")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (a newer schema, a corrupt file, a full disk)."""
+
+
+class Store:
+    """All SQL lives here; callers use plain dicts. Single-threaded: the master's event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from None
+        self._check_version()
+        self.dirty = False
+
+    def _check_version(self) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self.db.commit()
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"the data dir was written by a newer RVIDIA (schema {row[0]}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade RVIDIA to use it"
+            )
+
+    def commit(self) -> None:
+        if self.dirty:
+            self.db.commit()
+            self.dirty = False
+
+    def close(self) -> None:
+        try:
+            self.db.commit()
+        finally:
+            self.db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
+        self.db.execute(sql, args)
+        self.dirty = True
+
+    # ------------------------------------------------------------ tokens
+
+    def add_token(self, hash_: str, role: str, name: str, created_at: str) -> None:
+        self._write("INSERT INTO tokens (hash, role, name, created_at) VALUES (?,?,?,?)",
+                    (hash_, role, name, created_at))
+        self.commit()
+
+    def tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT hash, role, name, created_at, revoked FROM tokens"
+        if not include_revoked:
+            sql += " WHERE revoked=0"
+        cols = ("hash", "role", "name", "created_at", "revoked")
+        return [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY created_at, name")]
+
+    def revoke_token(self, name: str) -> bool:
+        cur = self.db.execute("UPDATE tokens SET revoked=1 WHERE name=? AND revoked=0", (name,))
+        self.dirty = True
+        self.commit()
+        return cur.rowcount > 0
+
+    # ------------------------------------------------------------ jobs
+
+    def insert_job(self, job: dict[str, Any]) -> None:
+        row = _encode_job(job)
+        cols = ",".join(row)
+        marks = ",".join("?" * len(row))
+        self._write(f"INSERT INTO jobs ({cols}) VALUES ({marks})", list(row.values()))
+        self.commit()
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        row = _encode_job(fields)
+        sets = ",".join(f"{k}=?" for k in row)
+        self._write(f"UPDATE jobs SET {sets} WHERE id=?", [*row.values(), job_id])
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,))
+        row = cur.fetchone()
+        return _decode_job(cur, row) if row else None
+
+    def job_by_idem_key(self, key: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM jobs WHERE idem_key=?", (key,))
+        row = cur.fetchone()
+        return _decode_job(cur, row) if row else None
+
+    def list_jobs(self, limit: int, before: str | None = None) -> list[dict[str, Any]]:
+        if before is None:
+            cur = self.db.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            cur = self.db.execute(
+                "SELECT * FROM jobs WHERE seq < (SELECT seq FROM jobs WHERE id=?) ORDER BY seq DESC LIMIT ?",
+                (before, limit))
+        return [_decode_job(cur, row) for row in cur.fetchall()]
+
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM jobs WHERE state IN (?,?) ORDER BY seq", UNFINISHED)
+        return [_decode_job(cur, row) for row in cur.fetchall()]
+
+    # ------------------------------------------------------------ chunks
+
+    def chunk_started(self, job_id: str, stage: int, idx: int, worker: str, attempt: int, at: str) -> None:
+        self._write(
+            "INSERT INTO chunks (job_id, stage, idx, state, worker, attempts, started_at) "
+            "VALUES (?,?,?,'running',?,?,?) ON CONFLICT (job_id, stage, idx) DO UPDATE SET "
+            "state='running', worker=excluded.worker, attempts=excluded.attempts, "
+            "started_at=excluded.started_at, finished_at=NULL",
+            (job_id, stage, idx, worker, attempt, at))
+
+    def chunk_done(self, job_id: str, stage: int, idx: int, result: bytes, at: str, seq: int) -> None:
+        self._write(
+            "UPDATE chunks SET state='done', result=?, finished_at=?, seq=?, error=NULL "
+            "WHERE job_id=? AND stage=? AND idx=?", (result, at, seq, job_id, stage, idx))
+
+    def chunk_retry(self, job_id: str, stage: int, idx: int, error: str, failed: bool, at: str) -> None:
+        self._write(
+            "UPDATE chunks SET state='pending', error=?, finished_at=?, failures=failures+? "
+            "WHERE job_id=? AND stage=? AND idx=?", (error, at, int(failed), job_id, stage, idx))
+
+    def chunk_failed(self, job_id: str, stage: int, idx: int, error: str, at: str) -> None:
+        self._write(
+            "UPDATE chunks SET state='failed', error=?, finished_at=?, failures=failures+1 "
+            "WHERE job_id=? AND stage=? AND idx=?", (error, at, job_id, stage, idx))
+
+    def chunk_cancelled(self, job_id: str) -> None:
+        self._write("UPDATE chunks SET state='cancelled' WHERE job_id=? AND state IN ('running','pending')",
+                    (job_id,))
+
+    def chunk_progress(self, job_id: str, stage: int) -> tuple[set[int], dict[int, int], dict[int, int]]:
+        """Done indices, attempts and failures of one stage: what a restart needs to go on."""
+        done: set[int] = set()
+        attempts: dict[int, int] = {}
+        failures: dict[int, int] = {}
+        cur = self.db.execute(
+            "SELECT idx, state, attempts, failures FROM chunks WHERE job_id=? AND stage=?", (job_id, stage))
+        for idx, state, n_attempts, n_failures in cur:
+            if state == "done":
+                done.add(idx)
+            attempts[idx] = n_attempts
+            failures[idx] = n_failures
+        return done, attempts, failures
+
+    def chunk_results(self, job_id: str, stage: int) -> Iterator[tuple[int, bytes]]:
+        cur = self.db.execute(
+            "SELECT idx, result FROM chunks WHERE job_id=? AND stage=? AND state='done' ORDER BY idx",
+            (job_id, stage))
+        yield from cur
+
+    def results_since(self, job_id: str, stage: int, seq: int, limit: int) -> list[tuple[int, int, bytes]]:
+        cur = self.db.execute(
+            "SELECT seq, idx, result FROM chunks WHERE job_id=? AND stage=? AND state='done' AND seq>? "
+            "ORDER BY seq LIMIT ?", (job_id, stage, seq, limit))
+        return cur.fetchall()
+
+    def done_by_worker(self, job_id: str) -> dict[str, int]:
+        cur = self.db.execute(
+            "SELECT worker, count(*) FROM chunks WHERE job_id=? AND state='done' GROUP BY worker", (job_id,))
+        return {worker: n for worker, n in cur}
+
+    def chunks(self, job_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        cur = self.db.execute(
+            "SELECT stage, idx, state, worker, attempts, failures, started_at, finished_at, error "
+            "FROM chunks WHERE job_id=? ORDER BY stage, idx LIMIT ? OFFSET ?", (job_id, limit, offset))
+        cols = ("stage", "index", "state", "worker", "attempts", "failures", "started_at", "finished_at",
+                "error")
+        return [dict(zip(cols, row)) for row in cur]
+
+
+def _encode_job(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: (json.dumps(v) if k in _JSON_FIELDS and v is not None else v) for k, v in job.items()}
+
+
+def _decode_job(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    job = {d[0]: v for d, v in zip(cur.description, row)}
+    for key in _JSON_FIELDS:
+        if job.get(key) is not None:
+            job[key] = json.loads(job[key])
+    return job

@@ -1,0 +1,1 @@
+"""Wire types shared by the master and the workers; depends on nothing else of rvidia."""

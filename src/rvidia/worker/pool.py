@@ -1,0 +1,190 @@
+"""The chunk process pool: one reusable child process per slot, killed and replaced on demand.
+
+A chunk process that crashes, segfaults, is killed or runs past its timeout fails only its own
+chunk; the slot gets a fresh process. One reader thread per process waits on its pipe (portable,
+unlike ``add_reader`` on Windows) and hands outcomes to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Callable
+
+import msgspec
+
+from rvidia.protocol.messages import ChunkOutcome, ChunkRef, ChunkTask
+from rvidia.worker import child, oscompat
+
+log = logging.getLogger("rvidia.worker")
+
+_ctx = multiprocessing.get_context("spawn")
+_decode_outcome = msgspec.msgpack.Decoder(child.ChildOutcome).decode
+
+
+def _ref(task: ChunkTask) -> tuple[str, int, int, int]:
+    return (task.job_id, task.stage, task.index, task.attempt)
+
+
+@dataclass
+class _Slot:
+    number: int
+    proc: multiprocessing.process.BaseProcess | None = None
+    conn: Connection | None = None
+    generation: int = 0
+    task: ChunkTask | None = None
+    started: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+
+class ChunkPool:
+    def __init__(self, slots: int, on_outcome: Callable[[ChunkOutcome], None], nice: int = 0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.on_outcome = on_outcome
+        self.nice = nice
+        self.slots = [_Slot(i) for i in range(slots)]
+        self.waiting: deque[tuple[ChunkTask, dict[str, str]]] = deque()
+        self.closed = False
+
+    # ------------------------------------------------------------ processes
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent, child_end = _ctx.Pipe()
+        proc = _ctx.Process(target=child.main, args=(child_end, self.nice), daemon=True,
+                            name=f"rvidia-chunk-{slot.number}")
+        proc.start()
+        child_end.close()
+        slot.generation += 1
+        slot.proc, slot.conn = proc, parent
+        threading.Thread(target=self._reader, args=(slot, slot.generation, parent, proc), daemon=True,
+                         name=f"rvidia-pipe-{slot.number}").start()
+
+    def _reader(self, slot: _Slot, generation: int, conn: Connection,
+                proc: multiprocessing.process.BaseProcess) -> None:
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                proc.join(timeout=5)
+                self._call(self._on_death, slot, generation, proc.exitcode)
+                return
+            self._call(self._on_result, slot, generation, data)
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop is closed: the worker is exiting
+
+    def _kill(self, slot: _Slot) -> None:
+        if slot.proc is not None and slot.proc.is_alive():
+            slot.proc.kill()
+        if slot.conn is not None:
+            slot.conn.close()
+        slot.proc = slot.conn = None
+
+    # ------------------------------------------------------------ tasks
+
+    @property
+    def running(self) -> int:
+        return sum(1 for s in self.slots if s.task is not None) + len(self.waiting)
+
+    def submit(self, task: ChunkTask, input_paths: dict[str, str]) -> None:
+        slot = next((s for s in self.slots if s.task is None), None)
+        if slot is None:
+            self.waiting.append((task, input_paths))
+            return
+        self._start(slot, task, input_paths)
+
+    def _start(self, slot: _Slot, task: ChunkTask, input_paths: dict[str, str]) -> None:
+        if slot.proc is None:
+            self._spawn(slot)
+        slot.task, slot.started = task, time.perf_counter()
+        assert slot.conn is not None
+        try:
+            slot.conn.send_bytes(msgspec.msgpack.encode(child.ChildTask(task, input_paths)))
+        except (OSError, ValueError):
+            pass  # the process died already; its reader thread reports it
+        if task.timeout:
+            slot.timer = self.loop.call_later(task.timeout, self._timed_out, slot, slot.generation)
+
+    def _finish(self, slot: _Slot, outcome: ChunkOutcome) -> None:
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        slot.task = None
+        if not self.closed:
+            self.on_outcome(outcome)
+        if self.waiting and not self.closed:
+            self._start(slot, *self.waiting.popleft())
+
+    def _on_result(self, slot: _Slot, generation: int, data: bytes) -> None:
+        task = slot.task
+        if generation != slot.generation or task is None:
+            return
+        res = _decode_outcome(data)
+        self._finish(slot, ChunkOutcome(job_id=task.job_id, stage=task.stage, index=task.index,
+                                        attempt=task.attempt, ok=res.ok, result=res.result,
+                                        error=res.error, seconds=res.seconds))
+
+    def _on_death(self, slot: _Slot, generation: int, exitcode: int | None) -> None:
+        if generation != slot.generation or self.closed:
+            return
+        task = slot.task
+        slot.proc = slot.conn = None
+        self._spawn(slot)
+        if task is not None:
+            error = f"chunk process died ({oscompat.describe_exit(exitcode)})"
+            self._finish(slot, self._failure(task, error, slot))
+
+    def _timed_out(self, slot: _Slot, generation: int) -> None:
+        task = slot.task
+        if generation != slot.generation or task is None:
+            return
+        slot.timer = None
+        self._kill(slot)
+        self._spawn(slot)
+        self._finish(slot, self._failure(task, f"timed out after {task.timeout:g} s", slot))
+
+    @staticmethod
+    def _failure(task: ChunkTask, error: str, slot: _Slot) -> ChunkOutcome:
+        return ChunkOutcome(job_id=task.job_id, stage=task.stage, index=task.index, attempt=task.attempt,
+                            ok=False, error=error, seconds=time.perf_counter() - slot.started)
+
+    def cancel(self, refs: list[ChunkRef]) -> None:
+        """Kill these chunk attempts; no outcome is reported for them."""
+        wanted = {(r.job_id, r.stage, r.index, r.attempt) for r in refs}
+        self.waiting = deque(w for w in self.waiting if _ref(w[0]) not in wanted)
+        for slot in self.slots:
+            if slot.task is not None and _ref(slot.task) in wanted:
+                self._drop(slot)
+
+    def cancel_all(self) -> None:
+        self.waiting.clear()
+        for slot in self.slots:
+            if slot.task is not None:
+                self._drop(slot)
+
+    def _drop(self, slot: _Slot) -> None:
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        slot.task = None
+        self._kill(slot)
+        if not self.closed:
+            self._spawn(slot)
+
+    def close(self) -> None:
+        self.closed = True
+        for slot in self.slots:
+            self._kill(slot)
