@@ -1,0 +1,231 @@
+"""``matmul``: ``c.npy = a @ b`` for two ``.npy`` inputs, split into fixed row blocks of ``a``.
+
+The master reads only the two ``.npy`` headers (shapes, dtypes, where the data starts) and refuses
+inputs that cannot be multiplied before any chunk runs. Each chunk fetches just its rows of ``a`` by
+byte range, multiplies them by ``b`` (a whole local file, downloaded once per worker and cached by
+content hash), and uploads its block of ``c`` to the blob store. The master then streams a ``.npy``
+header and the blocks, in order, into ``c.npy``, never holding ``c`` whole. Block boundaries depend
+only on the shapes and ``block_rows``, so the output is the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Annotated, Any, BinaryIO, Iterator
+
+import msgspec
+
+from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan, RunContext
+
+TARGET_BLOCK_BYTES = 4 << 20  # automatic block_rows: rows of a plus rows of c in about 4 MiB
+_STREAM = 1 << 20  # bytes per piece when streaming blocks into c.npy
+_NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex
+
+
+class MatmulParams(msgspec.Struct, forbid_unknown_fields=True):
+    block_rows: Annotated[int, msgspec.Meta(
+        ge=0, le=10**9,
+        description="Rows of a (and of c) per chunk; 0 picks rows so that a block of a plus its block "
+                    "of c is about 4 MiB. Fixes chunk boundaries.")] = 0
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` header says: enough to find any row without reading the data."""
+
+    shape: tuple[int, ...]
+    dtype: Any  # numpy.dtype
+    fortran_order: bool
+    data_offset: int
+
+    @property
+    def data_bytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * int(self.dtype.itemsize)
+
+
+def read_npy_header(f: BinaryIO, name: str = "input") -> NpyHeader:
+    """Parse the header of an ``.npy`` file open at its start; ParamError with a reason if it is not one."""
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npf.read_array_header_2_0(f)
+        else:
+            raise ParamError(f"input {name!r}: .npy format version {version[0]}.{version[1]} is not "
+                             "supported (save it with numpy.save)")
+    except ParamError:
+        raise
+    except Exception as exc:
+        raise ParamError(f"input {name!r} is not a readable .npy file: {exc}") from None
+    return NpyHeader(tuple(int(d) for d in shape), dtype, bool(fortran), f.tell())
+
+
+def header_of(ctx: JobContext, name: str) -> NpyHeader:
+    """The parsed header of input ``name``, checked against the input's size."""
+    with ctx.inputs.open(name) as f:
+        head = read_npy_header(f, name)
+    size = ctx.inputs.size(name)
+    if size < head.data_offset + head.data_bytes:
+        raise ParamError(f"input {name!r} is truncated: its header announces {head.data_bytes} bytes of "
+                         f"data but the file holds {size - head.data_offset}")
+    return head
+
+
+def check_operands(a: NpyHeader, b: NpyHeader) -> None:
+    """Refuse, with a reason a user can act on, operands this kind cannot multiply."""
+    for name, h in (("a", a), ("b", b)):
+        if len(h.shape) != 2:
+            raise ParamError(f"input {name!r} must be a 2-D array, got shape {list(h.shape)}")
+        if h.dtype.hasobject:
+            raise ParamError(f"input {name!r} holds Python objects (dtype {h.dtype}); save a numeric array")
+        if h.dtype.kind not in _NUMERIC_KINDS or h.dtype.fields is not None or h.dtype.subdtype is not None:
+            raise ParamError(f"input {name!r} has non-numeric dtype {h.dtype}; matmul needs bool, "
+                             "integer, float or complex numbers")
+    if a.fortran_order and a.shape[0] > 1 and a.shape[1] > 1:
+        raise ParamError("input 'a' is stored in Fortran order, so its rows are not contiguous; save "
+                         "numpy.ascontiguousarray(a) instead")
+    if a.shape[1] != b.shape[0]:
+        raise ParamError(f"shapes do not match: a is {a.shape[0]}x{a.shape[1]} and b is "
+                         f"{b.shape[0]}x{b.shape[1]}; a's columns ({a.shape[1]}) must equal b's rows "
+                         f"({b.shape[0]})")
+    if a.dtype.newbyteorder("=") != b.dtype.newbyteorder("="):
+        raise ParamError(f"dtypes differ: a is {a.dtype} and b is {b.dtype}; convert both to one dtype")
+
+
+def result_dtype(a: Any, b: Any) -> Any:
+    """The dtype numpy's ``a @ b`` gives for these operand dtypes (native byte order)."""
+    import numpy as np
+
+    return np.matmul(np.zeros((1, 1), a), np.zeros((1, 1), b)).dtype
+
+
+def auto_block_rows(k: int, n: int, itemsize: int, out_itemsize: int) -> int:
+    """Rows per block so that a block of a and its block of c take about TARGET_BLOCK_BYTES."""
+    per_row = k * itemsize + n * out_itemsize
+    return max(1, TARGET_BLOCK_BYTES // max(1, per_row))
+
+
+def npy_header_bytes(shape: tuple[int, ...], dtype: Any) -> bytes:
+    """A C-order ``.npy`` header for an array of ``shape`` and ``dtype``."""
+    from numpy.lib import format as npf
+
+    buf = io.BytesIO()
+    fields = {"descr": npf.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    try:
+        npf.write_array_header_1_0(buf, fields)
+    except ValueError:  # header longer than 64 KiB: only version 2.0 can say it
+        buf = io.BytesIO()
+        npf.write_array_header_2_0(buf, fields)
+    return buf.getvalue()
+
+
+class Matmul(Kind):
+    name = "matmul"
+    description = "Multiply two matrices stored as .npy files (c = a @ b), in row blocks of a"
+    Params = MatmulParams
+    inputs = ("a", "b")
+
+    def _headers(self, ctx: JobContext) -> tuple[NpyHeader, NpyHeader]:
+        heads = ctx.cache.get("headers")
+        if heads is None:
+            heads = ctx.cache["headers"] = (header_of(ctx, "a"), header_of(ctx, "b"))
+        return heads  # type: ignore[no-any-return]
+
+    def check(self, ctx: JobContext) -> None:
+        check_operands(*self._headers(ctx))
+
+    def plan(self, ctx: JobContext) -> Plan:
+        a, b = self._headers(ctx)
+        m, k = a.shape
+        n = b.shape[1]
+        out = result_dtype(a.dtype, b.dtype)
+        rows = ctx.params.block_rows or auto_block_rows(k, n, a.dtype.itemsize, out.itemsize)
+        state = {"m": m, "k": k, "n": n, "rows": rows, "a_offset": a.data_offset,
+                 "dtype": a.dtype.str, "out": out.str}
+        return Plan(n_chunks=-(-m // rows) if m else 0, state=state)
+
+    def chunk(self, ctx: JobContext, index: int) -> bytes:
+        s = ctx.state
+        start = index * s["rows"]
+        rows = min(s["rows"], s["m"] - start)
+        return msgspec.msgpack.encode([ctx.inputs.blob_id("a"), s["a_offset"], start, rows, s["k"],
+                                       s["dtype"], s["out"]])
+
+    def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
+        return {"b": ctx.inputs.blob_id("b")}  # a arrives by ranges, b once per worker
+
+    def new_acc(self, ctx: JobContext) -> int:
+        return 0
+
+    def merge(self, ctx: JobContext, acc: int, index: int, result: bytes) -> int:
+        _, nbytes = msgspec.msgpack.decode(result, type=tuple[str, int])
+        return acc + nbytes
+
+    def progress(self, ctx: JobContext, acc: int) -> dict[str, Any] | None:
+        return {"bytes_of_c": acc}
+
+    def finish_stage(self, ctx: JobContext, acc: int) -> Done:
+        import numpy as np
+
+        s = ctx.state
+        out = np.dtype(s["out"])
+        shape = (s["m"], s["n"])
+        blob = ctx.outputs.write("c.npy", self._c_parts(ctx, out))
+        return Done(result={"shape": list(shape), "dtype": str(out), "blocks": -(-s["m"] // s["rows"]),
+                            "block_rows": s["rows"]}, outputs={"c.npy": blob})
+
+    def _c_parts(self, ctx: JobContext, out: Any) -> Iterator[bytes]:
+        """The header, then every block of c from the blob store, checked for its size."""
+        s = ctx.state
+        assert ctx.blobs is not None
+        yield npy_header_bytes((s["m"], s["n"]), out)
+        for index, raw in ctx.results():
+            blob_id, nbytes = msgspec.msgpack.decode(raw, type=tuple[str, int])
+            rows = min(s["rows"], s["m"] - index * s["rows"])
+            expected = rows * s["n"] * out.itemsize
+            if nbytes != expected or ctx.blobs.size(blob_id) != expected:
+                raise ValueError(f"block {index} of c has {ctx.blobs.size(blob_id)} bytes, expected {expected}")
+            with ctx.blobs.open(blob_id) as f:
+                while part := f.read(_STREAM):
+                    yield part
+
+    def run(self, params: MatmulParams, payload: bytes, ctx: RunContext) -> bytes:
+        import numpy as np
+
+        a_blob, offset, start, rows, k, dtype, out = msgspec.msgpack.decode(
+            payload, type=tuple[str, int, int, int, int, str, str])
+        if ctx.blobs is None:
+            raise RuntimeError("matmul needs the blob store (ctx.blobs) on the worker")
+        dt = np.dtype(dtype)
+        nbytes = rows * k * dt.itemsize
+        raw = ctx.blobs.read_range(a_blob, offset + start * k * dt.itemsize, nbytes)
+        if len(raw) != nbytes:
+            raise ValueError(f"rows {start}..{start + rows} of a: got {len(raw)} bytes, expected {nbytes}")
+        a_block = np.frombuffer(raw, dtype=dt).reshape(rows, k)
+        c_block = np.ascontiguousarray(a_block @ _load_b(ctx), dtype=np.dtype(out))
+        data = c_block.tobytes()
+        return msgspec.msgpack.encode([ctx.blobs.put(data), len(data)])
+
+
+def _load_b(ctx: RunContext) -> Any:
+    """``b`` from its local file, kept in the chunk process's memo (one b at a time)."""
+    import numpy as np
+
+    path = ctx.input_paths["b"]
+    key = ("matmul-b", str(path))
+    b = ctx.cache.get(key)
+    if b is None:
+        for old in [k for k in ctx.cache if isinstance(k, tuple) and k[:1] == ("matmul-b",)]:
+            del ctx.cache[old]
+        b = ctx.cache[key] = np.load(path, allow_pickle=False)
+    return b
+
+
+KIND = Matmul()
