@@ -25,11 +25,15 @@ def show_table(rows: list[dict[str, Any]], as_json: bool, title: str, columns: l
     if as_json:
         print_json_line(rows)
         return
+    cells = [[str(get(row) if callable(get) else row.get(get, "")) for _, get in columns] for row in rows]
     table = Table(title=title)
-    for header, _ in columns:
-        table.add_column(header)
-    for row in rows:
-        table.add_row(*(str(get(row) if callable(get) else row.get(get, "")) for _, get in columns))
+    for i, (header, _) in enumerate(columns):
+        if header == "id":  # ids get copied into the next command: never shorten them to fit a narrow terminal
+            table.add_column(header, no_wrap=True, min_width=max((len(r[i]) for r in cells), default=0))
+        else:
+            table.add_column(header)
+    for line in cells:
+        table.add_row(*line)
     if not rows:
         Console(stderr=True).print(f"no {title.lower()}")
         return

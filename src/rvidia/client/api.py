@@ -32,6 +32,10 @@ class MasterUnreachable(Exception):
     """The master cannot be reached, or refused the token (the CLI's exit code 3)."""
 
 
+class TokenRefused(MasterUnreachable):
+    """The master answered 401: retrying with the same token cannot help."""
+
+
 class ApiError(Exception):
     """The master refused a request with a reason (bad parameters, unknown id, conflict)."""
 
@@ -57,7 +61,7 @@ class Cluster:
         except httpx.TransportError as exc:
             raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
         if response.status_code == 401:
-            raise MasterUnreachable(f"the master at {self.url} refused the token: {_error_text(response)}")
+            raise TokenRefused(f"the master at {self.url} refused the token: {_error_text(response)}")
         if response.status_code >= 400:
             raise ApiError(response.status_code, _error_text(response))
         return response
@@ -135,8 +139,8 @@ class Cluster:
             try:
                 response = self.request("POST", "/api/v1/jobs", json=body, headers={"Idempotency-Key": key})
                 return Job(self, response.json()["id"], kind)
-            except MasterUnreachable:
-                if attempt == 2:
+            except MasterUnreachable as exc:
+                if attempt == 2 or isinstance(exc, TokenRefused):
                     raise
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")

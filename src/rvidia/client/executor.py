@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -106,9 +106,8 @@ class ClusterExecutor(Executor):
     def _launch(self, fn: Callable[..., Any], calls: list[Any], chunksize: int) -> list[Future[Any]]:
         job = self.cluster.map(fn, calls, chunksize=chunksize, star=True, max_attempts=self.max_attempts,
                                allow_pickle_results=self.allow_pickle)
+        # Left pending (not running) so that future.cancel() and shutdown(cancel_futures=True) work.
         futures: list[Future[Any]] = [Future() for _ in calls]
-        for future in futures:
-            future.set_running_or_notify_cancel()
         with self._lock:
             self._jobs[job.id] = _Tracked(job.id, chunksize, futures, self.allow_pickle)
         self._wake.set()
@@ -151,11 +150,10 @@ class ClusterExecutor(Executor):
                 outputs = values.loads(raw, allow_pickle=tracked.allow_pickle)
             except Exception as exc:
                 for future in tracked.futures[start : start + tracked.chunksize]:
-                    future.set_exception(exc)
+                    _settle(future, error=exc)
                 continue
             for future, value in zip(tracked.futures[start : start + tracked.chunksize], outputs):
-                if not future.done():
-                    future.set_result(value)
+                _settle(future, value)
         tracked.seq = page.seq
         if page.state in ("failed", "cancelled") and not page.items:
             view = self.cluster.get(f"/api/v1/jobs/{tracked.job_id}")
@@ -166,10 +164,20 @@ class ClusterExecutor(Executor):
 
     def _fail(self, tracked: _Tracked, exc: BaseException) -> None:
         for future in tracked.futures:
-            if not future.done():
-                future.set_exception(exc)
+            _settle(future, error=exc)
         self._forget(tracked)
 
     def _forget(self, tracked: _Tracked) -> None:
         with self._lock:
             self._jobs.pop(tracked.job_id, None)
+
+
+def _settle(future: Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    """Resolve ``future`` unless it is already done (the caller may have cancelled it meanwhile)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass

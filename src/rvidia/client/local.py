@@ -72,7 +72,7 @@ class LocalCluster(Cluster):
     def add_worker(self, slots: int = 1, name: str | None = None, allow_code: bool = True,
                    extra: list[str] | None = None) -> subprocess.Popen[str]:
         """Start one more local worker process (tests kill these to check recovery)."""
-        args = ["worker", "--master", self.url, "--slots", str(slots)]
+        args = ["worker", "--master", self.url, "--slots", str(slots), "--grace", "1"]
         if name:
             args += ["--name", name]
         if allow_code:

@@ -43,6 +43,16 @@ class Outputs(Protocol):
     def write(self, name: str, parts: Iterable[bytes]) -> str: ...
 
 
+class Blobs(Protocol):
+    """Read access on the master to any blob by id (chunk results uploaded as blobs, say)."""
+
+    def exists(self, blob_id: str) -> bool: ...
+
+    def size(self, blob_id: str) -> int: ...
+
+    def open(self, blob_id: str) -> BinaryIO: ...
+
+
 class Results(Protocol):
     """The accepted chunk results of the current stage, read back in index order."""
 
@@ -58,6 +68,7 @@ class JobContext:
     inputs: Inputs
     outputs: Outputs
     results: Results
+    blobs: Blobs | None = None
     stage: int = 0
     state: Any = None  # msgpack-able, carried from one stage to the next and persisted
     cache: dict[str, Any] = field(default_factory=dict)  # per-job memo, lost on restart
@@ -82,15 +93,29 @@ class Done:
 # ---------------------------------------------------------------- worker side
 
 
+class RemoteBlobs(Protocol):
+    """A chunk's access to the master's blob store, for data too large to travel in frames."""
+
+    def read_range(self, blob_id: str, start: int, length: int) -> bytes:
+        """Bytes ``start`` to ``start + length`` of a blob (fewer at its end)."""
+        ...
+
+    def put(self, data: bytes) -> str:
+        """Upload bytes; return their blob id (so a large chunk result travels as an id)."""
+        ...
+
+
 @dataclass
 class RunContext:
-    """What a chunk sees on the worker: its inputs as local files and a per-process memo."""
+    """What a chunk sees on the worker: whole inputs as local files (``chunk_inputs``), ranged
+    access to any blob, and a per-process memo that outlives the chunk."""
 
     job_id: str
     stage: int
     index: int
     input_paths: dict[str, Path]
     cache: dict[Any, Any]
+    blobs: RemoteBlobs | None = None
 
 
 # ---------------------------------------------------------------- the kind
@@ -145,6 +170,10 @@ class Kind(abc.ABC):
 
     def merge(self, ctx: JobContext, acc: Any, index: int, result: bytes) -> Any:
         return acc
+
+    def progress(self, ctx: JobContext, acc: Any) -> dict[str, Any] | None:
+        """Extra live progress for the API and dashboard (training rounds' loss, say), or None."""
+        return None
 
     @abc.abstractmethod
     def finish_stage(self, ctx: JobContext, acc: Any) -> Plan | Done:

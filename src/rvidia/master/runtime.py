@@ -31,6 +31,7 @@ from rvidia.master.jobspec import JobRequest, resolve
 from rvidia.master.store import Store
 from rvidia.master.workers import WorkerInfo
 from rvidia.protocol import messages as m
+from rvidia.protocol import values
 
 log = logging.getLogger("rvidia.master")
 
@@ -153,7 +154,7 @@ class Runtime:
             "inputs": req.inputs, "priority": req.priority, "max_attempts": req.max_attempts,
             "timeout": req.timeout, "replicas": req.replicas, "resources": req.resources,
             "created_at": now_iso(), "stage": 0, "n_chunks": plan.n_chunks,
-            "stage_state": msgspec.msgpack.encode(plan.state), "idem_key": idem_key, "submitter": submitter,
+            "stage_state": values.dumps(plan.state), "idem_key": idem_key, "submitter": submitter,
             "started_at": None, "finished_at": None, "reason": None, "error": None, "result": None,
             "outputs": {}, "done": 0, "failed": 0,
         }
@@ -163,7 +164,8 @@ class Runtime:
 
     def _context(self, job_id: str, params: Any, inputs: dict[str, str], stage: int, state: Any) -> JobContext:
         ctx = JobContext(job_id=job_id, params=params, inputs=JobInputs(self.blobs, inputs),
-                         outputs=JobOutputs(self.blobs), results=lambda: iter(()), stage=stage, state=state)
+                         outputs=JobOutputs(self.blobs), results=lambda: iter(()), blobs=self.blobs,
+                         stage=stage, state=state)
         ctx.results = lambda: self.store.chunk_results(job_id, ctx.stage)
         return ctx
 
@@ -177,11 +179,11 @@ class Runtime:
             acc = kind.merge(ctx, acc, index, result)
         job = ActiveJob(row=row, kind=kind, ctx=ctx, acc=acc, requirement=requirement, done=len(done))
         self.active[row["id"]] = job
+        self.bus.publish({"type": "job", **self.summary(row, job)})
         self._apply(self.scheduler.handle(ev.JobSubmitted(
             job_id=row["id"], n_chunks=row["n_chunks"], priority=row["priority"],
             max_attempts=row["max_attempts"], requirement=requirement, stage=ctx.stage,
             done=done, attempts=attempts, failures=failures)))
-        self.bus.publish({"type": "job", **self.summary(row, job)})
 
     def _resume(self) -> None:
         """Reload unfinished jobs after a restart: done chunks are merged again, not re-run."""
@@ -191,7 +193,7 @@ class Runtime:
                 if kind is None:
                     raise ParamError(f"job kind {row['kind']!r} is not installed on this master")
                 params = kind.parse_params(row["params"])
-                state = msgspec.msgpack.decode(row["stage_state"]) if row["stage_state"] else None
+                state = values.loads(row["stage_state"]) if row["stage_state"] else None
                 ctx = self._context(row["id"], params, row["inputs"], row["stage"], state)
                 done, attempts, failures = self.store.chunk_progress(row["id"], row["stage"])
                 self._activate(row, kind, ctx, frozenset(done), attempts, failures)
@@ -235,6 +237,10 @@ class Runtime:
         old = self.links.pop(wid, None)
         if old is not None:
             old.close(m.CLOSE_REPLACED, "replaced by a new connection of the same worker")
+        if wid in self.scheduler.workers:
+            # Retire the old connection before the new link is registered: the scheduler's own
+            # "worker reconnected" loss would otherwise close the new link and leave a ghost entry.
+            self._apply(self.scheduler.handle(ev.WorkerLeft(wid, "replaced by a new connection")))
         self.links[wid] = link
         self.workers[wid] = WorkerInfo.from_hello(wid, hello, host)
         link.send(m.Welcome(worker_id=wid, heartbeat_interval=self.heartbeat_interval,
@@ -314,10 +320,10 @@ class Runtime:
                     self._end_job(job, "failed", ins.error)
             elif isinstance(ins, ev.WorkerLost):
                 self._lost(ins)
+        for wid, refs in cancels.items():  # cancels first: they free the slots the assigns fill
+            self._send(wid, m.Cancel(chunks=refs))
         for wid, tasks in assigns.items():
             self._send(wid, m.Assign(tasks=tasks))
-        for wid, refs in cancels.items():
-            self._send(wid, m.Cancel(chunks=refs))
         if follow:
             self._apply(self.scheduler.handle(*follow))
 
@@ -393,7 +399,7 @@ class Runtime:
             job.acc = job.kind.new_acc(job.ctx)
             job.done = job.failed = job.running = 0
             self._set(job, stage=job.ctx.stage, n_chunks=outcome.n_chunks,
-                      stage_state=msgspec.msgpack.encode(outcome.state))
+                      stage_state=values.dumps(outcome.state))
             self.store.commit()
             follow.append(ev.StageStarted(job_id, job.ctx.stage, outcome.n_chunks))
             return
@@ -412,7 +418,8 @@ class Runtime:
         link = self.links.pop(ins.worker_id, None)
         if link is not None:
             link.close(m.CLOSE_POLICY, f"declared lost: {ins.reason}")
-        log.warning("worker %s lost: %s", ins.worker_id, ins.reason)
+        level = logging.INFO if ins.reason.startswith("worker left") else logging.WARNING
+        log.log(level, "worker %s lost: %s", ins.worker_id, ins.reason)
         self._publish_worker(ins.worker_id)
 
     # ------------------------------------------------------------ views
@@ -424,6 +431,9 @@ class Runtime:
         if job is not None:
             progress = {"total": row["n_chunks"], "done": job.done, "running": max(0, job.running),
                         "failed": job.failed}
+            extra = job.kind.progress(job.ctx, job.acc)
+            if extra:
+                progress["detail"] = extra
         else:
             progress = {"total": row["n_chunks"], "done": row["done"], "running": 0, "failed": row["failed"]}
         return {"id": row["id"], "kind": row["kind"], "state": row["state"], "progress": progress,

@@ -72,7 +72,7 @@ def serve(settings: MasterSettings) -> None:
         create_app(runtime, auth), host=settings.host, port=settings.port, log_level=settings.log_level,
         ws_max_size=MAX_FRAME_BYTES, ws_ping_interval=None, ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key, access_log=False, lifespan="on",
-        loop="auto", ws="websockets", timeout_graceful_shutdown=5,
+        loop="auto", ws="websockets-sansio", timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

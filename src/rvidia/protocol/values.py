@@ -21,11 +21,26 @@ class PickledResultRefused(ValueError):
     """A result arrived pickled but the submitter did not pass allow_pickle_results=True."""
 
 
-def _ndarray_to_ext(obj: Any) -> msgspec.msgpack.Ext:
+def _ndarray_to_ext(obj: Any, allow_pickle: bool = False) -> msgspec.msgpack.Ext:
+    """An array as a raw buffer after a (dtype descr, shape) header; object arrays only pickled.
+
+    The descr keeps structured dtypes' fields and the shape is the original one (0-d arrays stay
+    0-d). Arrays of Python objects hold pointers, not data, so they travel pickled or not at all.
+    """
     import numpy as np
+    from numpy.lib.format import dtype_to_descr
 
     arr = np.ascontiguousarray(obj)
-    header = msgspec.msgpack.encode([arr.dtype.str, list(arr.shape)])
+    if arr.dtype.hasobject:
+        if allow_pickle:
+            import cloudpickle
+
+            return msgspec.msgpack.Ext(EXT_PICKLE, cloudpickle.dumps(obj))
+        raise TypeError(
+            f"an array of dtype {obj.dtype} holds Python objects and cannot travel as msgpack; "
+            "pass allow_pickle_results=True to accept pickled results"
+        )
+    header = msgspec.msgpack.encode([dtype_to_descr(arr.dtype), list(obj.shape)])
     return msgspec.msgpack.Ext(EXT_NDARRAY, len(header).to_bytes(4, "little") + header + arr.tobytes())
 
 
@@ -33,7 +48,7 @@ def _enc_hook_factory(allow_pickle: bool):
     def enc_hook(obj: Any) -> Any:
         mod = type(obj).__module__
         if mod == "numpy" and type(obj).__name__ == "ndarray":
-            return _ndarray_to_ext(obj)
+            return _ndarray_to_ext(obj, allow_pickle)
         if mod == "numpy" and hasattr(obj, "item"):  # numpy scalar
             return obj.item()
         if allow_pickle:
@@ -52,10 +67,12 @@ def _ext_hook_factory(allow_pickle: bool):
     def ext_hook(code: int, data: memoryview) -> Any:
         if code == EXT_NDARRAY:
             import numpy as np
+            from numpy.lib.format import descr_to_dtype
 
             hlen = int.from_bytes(data[:4], "little")
-            dtype, shape = msgspec.msgpack.decode(data[4 : 4 + hlen])
-            if np.dtype(dtype).hasobject:
+            descr, shape = msgspec.msgpack.decode(data[4 : 4 + hlen])
+            dtype = descr_to_dtype(descr)
+            if dtype.hasobject:
                 raise ValueError("object arrays are not accepted in results")
             return np.frombuffer(data[4 + hlen :], dtype=dtype).reshape(shape).copy()
         if code == EXT_TUPLE:

@@ -71,7 +71,8 @@ class Agent:
         """Serve until stopped; raise WorkerRefused when retrying cannot help."""
         oscompat.install_term_handler(asyncio.get_running_loop(), self.stopping.set)
         self.speed = facts.speed_score()
-        self.pool = ChunkPool(self.s.slots, self._on_outcome, nice=self.s.nice)
+        self.pool = ChunkPool(self.s.slots, self._on_outcome, nice=self.s.nice, master=self.s.master,
+                              token=self.s.token)
         self.pool.start()
         headers = {"Authorization": f"Bearer {self.s.token}"}
         async with httpx.AsyncClient(base_url=self.s.master, headers=headers, timeout=60,

@@ -34,7 +34,41 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_task = msgspec.msgpack.Decoder(ChildTask).decode
 
 
-def main(conn: Connection, nice: int) -> None:
+class HttpBlobs:
+    """``RemoteBlobs`` over the master's REST API, with one HTTP client per chunk process."""
+
+    def __init__(self, master: str, token: str) -> None:
+        self.master, self.token = master, token
+        self._http: Any = None
+
+    def _client(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(base_url=self.master, timeout=120,
+                                      headers={"Authorization": f"Bearer {self.token}"})
+        return self._http
+
+    def read_range(self, blob_id: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        response = self._client().get(f"/api/v1/blobs/{blob_id}",
+                                      headers={"Range": f"bytes={start}-{start + length - 1}"})
+        if response.status_code == 416:
+            return b""
+        if response.status_code not in (200, 206):
+            raise RuntimeError(f"reading blob {blob_id[:12]} failed: HTTP {response.status_code}")
+        data = response.content
+        return data[start : start + length] if response.status_code == 200 else data
+
+    def put(self, data: bytes) -> str:
+        response = self._client().post("/api/v1/blobs", content=data)
+        if response.status_code != 201:
+            raise RuntimeError(f"uploading a result blob failed: HTTP {response.status_code}")
+        return str(response.json()["id"])
+
+
+def main(conn: Connection, nice: int, master: str = "", token: str = "") -> None:
     """Entry point of a chunk process (the target of ``multiprocessing.Process``)."""
     from rvidia.worker import oscompat
 
@@ -43,6 +77,7 @@ def main(conn: Connection, nice: int) -> None:
     oscompat.lower_priority(nice)
     cache: dict[Any, Any] = {}
     params_memo: dict[tuple[str, str], Any] = {}
+    blobs = HttpBlobs(master, token) if master else None
     while True:
         try:
             data = conn.recv_bytes()
@@ -50,7 +85,7 @@ def main(conn: Connection, nice: int) -> None:
             return  # the agent went away
         started = time.perf_counter()
         try:
-            outcome = _run(_decode_task(data), cache, params_memo)
+            outcome = _run(_decode_task(data), cache, params_memo, blobs)
         except MemoryError:
             outcome = ChildOutcome(ok=False, error="MemoryError: the chunk ran out of memory")
         except BaseException:  # the chunk's own error (SystemExit too), with its traceback, goes back
@@ -62,7 +97,8 @@ def main(conn: Connection, nice: int) -> None:
             return
 
 
-def _run(ct: ChildTask, cache: dict[Any, Any], params_memo: dict[tuple[str, str], Any]) -> ChildOutcome:
+def _run(ct: ChildTask, cache: dict[Any, Any], params_memo: dict[tuple[str, str], Any],
+         blobs: HttpBlobs | None) -> ChildOutcome:
     from rvidia.kinds.base import RunContext
     from rvidia.kinds.registry import get_kind
 
@@ -76,6 +112,6 @@ def _run(ct: ChildTask, cache: dict[Any, Any], params_memo: dict[tuple[str, str]
         params_memo.clear()
         params = params_memo[key] = kind.parse_params(task.params)
     ctx = RunContext(job_id=task.job_id, stage=task.stage, index=task.index,
-                     input_paths={k: Path(v) for k, v in ct.input_paths.items()}, cache=cache)
+                     input_paths={k: Path(v) for k, v in ct.input_paths.items()}, cache=cache, blobs=blobs)
     result = kind.run(params, task.payload, ctx)
     return ChildOutcome(ok=True, result=result)

@@ -44,10 +44,12 @@ class _Slot:
 
 
 class ChunkPool:
-    def __init__(self, slots: int, on_outcome: Callable[[ChunkOutcome], None], nice: int = 0) -> None:
+    def __init__(self, slots: int, on_outcome: Callable[[ChunkOutcome], None], nice: int = 0,
+                 master: str = "", token: str = "") -> None:
         self.loop = asyncio.get_running_loop()
         self.on_outcome = on_outcome
         self.nice = nice
+        self.master, self.token = master, token  # for chunks' ranged reads and result uploads
         self.slots = [_Slot(i) for i in range(slots)]
         self.waiting: deque[tuple[ChunkTask, dict[str, str]]] = deque()
         self.closed = False
@@ -60,7 +62,7 @@ class ChunkPool:
 
     def _spawn(self, slot: _Slot) -> None:
         parent, child_end = _ctx.Pipe()
-        proc = _ctx.Process(target=child.main, args=(child_end, self.nice), daemon=True,
+        proc = _ctx.Process(target=child.main, args=(child_end, self.nice, self.master, self.token), daemon=True,
                             name=f"rvidia-chunk-{slot.number}")
         proc.start()
         child_end.close()
@@ -75,6 +77,7 @@ class ChunkPool:
             try:
                 data = conn.recv_bytes()
             except (EOFError, OSError):
+                conn.close()  # only this thread closes the pipe: see _kill
                 proc.join(timeout=5)
                 self._call(self._on_death, slot, generation, proc.exitcode)
                 return
@@ -89,8 +92,9 @@ class ChunkPool:
     def _kill(self, slot: _Slot) -> None:
         if slot.proc is not None and slot.proc.is_alive():
             slot.proc.kill()
-        if slot.conn is not None:
-            slot.conn.close()
+        # The pipe is left for the reader thread to close when it sees EOF. Closing it here would free
+        # its fd number for the next spawn's pipe while the reader may be about to read that number:
+        # it would then swallow the new process's first result and that chunk would hang.
         slot.proc = slot.conn = None
 
     # ------------------------------------------------------------ tasks
@@ -183,6 +187,8 @@ class ChunkPool:
         self._kill(slot)
         if not self.closed:
             self._spawn(slot)
+            if self.waiting:  # a task queued behind the dropped one takes the freed slot
+                self._start(slot, *self.waiting.popleft())
 
     def close(self) -> None:
         self.closed = True
