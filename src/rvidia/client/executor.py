@@ -81,13 +81,14 @@ class ClusterExecutor(Executor):
         if cancel_futures:
             with self._lock:
                 jobs = list(self._jobs.values())
+            for tracked in jobs:  # futures first, so the watcher cannot fail them as "job cancelled"
+                for future in tracked.futures:
+                    future.cancel()
             for tracked in jobs:
                 try:
                     self.cluster.request("POST", f"/api/v1/jobs/{tracked.job_id}/cancel")
                 except (ApiError, MasterUnreachable):
                     pass
-                for future in tracked.futures:
-                    future.cancel()
         if wait:
             with self._lock:
                 pending = [f for t in self._jobs.values() for f in t.futures]
