@@ -1,0 +1,1 @@
+"""RVIDIA's benchmarks (see benchmarks/README.md); not part of the installed package."""
