@@ -147,6 +147,7 @@ class Matmul(Kind):
         n = b.shape[1]
         out = result_dtype(a.dtype, b.dtype)
         rows = ctx.params.block_rows or auto_block_rows(k, n, a.dtype.itemsize, out.itemsize)
+        rows = max(1, min(rows, m))  # a block never holds more rows than the matrix
         state = {"m": m, "k": k, "n": n, "rows": rows, "a_offset": a.data_offset,
                  "dtype": a.dtype.str, "out": out.str}
         return Plan(n_chunks=-(-m // rows) if m else 0, state=state)
