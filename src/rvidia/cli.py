@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from rvidia import __version__, addresses
+from rvidia import __version__, addresses, lifeline
 from rvidia.client.api import ApiError, Cluster, Job, JobFailed, MasterUnreachable
 from rvidia.clishow import print_json_line, progress_wait, show_table
 
@@ -84,6 +84,36 @@ def parse_resources(text: str | None) -> dict[str, float]:
     return out
 
 
+def _duration(value: str, hint: str) -> float:
+    from rvidia.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def _size(value: str, hint: str) -> int:
+    from rvidia.units import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+config_option = click.option(
+    "--config", default=None, metavar="FILE",
+    help="TOML settings file (keys: the long flags); flags override it [default: DATA_DIR/rvidia.toml if present].")
+
+
+def _settings(ctx: click.Context, command: str, config: str | None) -> dict[str, Any]:
+    """The command's parameters after the settings file: flag > file > default."""
+    from rvidia.config import resolve
+
+    return resolve(ctx, command, config)[0]
+
+
 master_option = click.option("--master", "master", default=None, metavar="URL",
                              help="Master URL [env RVIDIA_MASTER; default http://127.0.0.1:8765]")
 token_option = click.option("--token", default=None, help="Token [env RVIDIA_TOKEN; else DATA_DIR/token]")
@@ -104,6 +134,7 @@ def connect(master: str | None, token: str | None) -> Cluster:
 @click.version_option(__version__, prog_name="rvidia")
 def main() -> None:
     """RVIDIA: make a lab full of uneven computers work as one."""
+    lifeline.watch_stdin_if_asked()
 
 
 # ---------------------------------------------------------------- processes
@@ -122,9 +153,22 @@ def main() -> None:
 @click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def master(host: str, port: int, data_dir: str | None, token: str | None, worker_timeout: float,
-           max_upload: int, tls_cert: str | None, tls_key: str | None, log_level: str) -> None:
+@click.option("--retention", default="7d", show_default=True, metavar="DURATION",
+              help="How long finished jobs and their blobs are kept (seconds, or 90m, 12h, 7d, 2w).")
+@click.option("--gc-interval", default="1h", show_default=True, metavar="DURATION",
+              help="How often retention runs by itself (0: only `rvidia gc`).")
+@click.option("--min-free-disk", default="1GiB", show_default=True, metavar="SIZE",
+              help="Refuse uploads (507) when the data dir's disk has less free (bytes, or 500M, 2GiB).")
+@config_option
+@click.pass_context
+def master(ctx: click.Context, config: str | None, **_: Any) -> None:
     """Start the master: REST API, worker WebSocket, dashboard, /metrics."""
+    _start_master(**_settings(ctx, "master", config))
+
+
+def _start_master(host: str, port: int, data_dir: str | None, token: str | None, worker_timeout: float,
+                  max_upload: int, tls_cert: str | None, tls_key: str | None, log_level: str, retention: str,
+                  gc_interval: str, min_free_disk: str) -> None:
     import logging
 
     from rvidia.master.server import MasterSettings, serve
@@ -135,7 +179,10 @@ def master(host: str, port: int, data_dir: str | None, token: str | None, worker
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = MasterSettings(host=host, port=port, data_dir=addresses.data_dir(data_dir),
                               token=token or os.environ.get("RVIDIA_TOKEN"), worker_timeout=worker_timeout,
-                              max_upload_bytes=max_upload, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level)
+                              max_upload_bytes=max_upload, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
+                              retention=_duration(retention, "--retention"),
+                              gc_interval=_duration(gc_interval, "--gc-interval"),
+                              min_free_disk=_size(min_free_disk, "--min-free-disk"))
     try:
         serve(settings)
     except (StoreError, OSError) as exc:
@@ -155,9 +202,15 @@ def master(host: str, port: int, data_dir: str | None, token: str | None, worker
               help="On SIGTERM, seconds to let running chunks finish before handing them back.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(master: str | None, token: str | None, slots: int | None, name: str | None, allow_code: bool,
-           resources: str | None, nice: int, grace: float, log_level: str) -> None:
+@config_option
+@click.pass_context
+def worker(ctx: click.Context, config: str | None, **_: Any) -> None:
     """Join a master and run chunks."""
+    _start_worker(**_settings(ctx, "worker", config))
+
+
+def _start_worker(master: str | None, token: str | None, slots: int | None, name: str | None, allow_code: bool,
+                  resources: str | None, nice: int, grace: float, log_level: str) -> None:
     import logging
 
     from rvidia.worker import facts
@@ -244,15 +297,19 @@ def run(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], out_dir: st
 @click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Seconds per chunk attempt.")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="Cancel the job if it has not finished this long after submission (seconds, or 30m, 2h).")
 @master_option
 @token_option
 @handle_errors
 def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bool, out_dir: str, priority: int,
-           max_attempts: int, timeout: float | None, master: str | None, token: str | None) -> None:
+           max_attempts: int, timeout: float | None, deadline: str | None, master: str | None,
+           token: str | None) -> None:
     """Submit a job to a running master and print its id."""
     p, i = parse_params(params), parse_inputs(inputs)
     with connect(master, token) as cluster:
-        job = cluster.submit(kind, inputs=i, priority=priority, max_attempts=max_attempts, timeout=timeout, **p)
+        job = cluster.submit(kind, inputs=i, priority=priority, max_attempts=max_attempts, timeout=timeout,
+                             deadline=_duration(deadline, "--deadline") if deadline else None, **p)
         if not wait:
             click.echo(job.id)
             return
@@ -362,6 +419,32 @@ def cancel(job_id: str, master: str | None, token: str | None) -> None:
 
 
 @main.command()
+@click.argument("job_id")
+@click.option("--chunk", "chunk", default=None, type=click.IntRange(0), help="Only this chunk's output.")
+@click.option("--stage", default=None, type=click.IntRange(0), help="The chunk's stage [default: its latest].")
+@master_option
+@token_option
+@handle_errors
+def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, token: str | None) -> None:
+    """What the job's chunks printed (stdout and stderr, the last 64 KiB of each)."""
+    with connect(master, token) as cluster:
+        if chunk is not None:
+            params = {"stage": stage} if stage is not None else {}
+            text = cluster.request("GET", f"/api/v1/jobs/{job_id}/chunks/{chunk}/log", params=params).text
+            click.echo(text, nl=not text.endswith("\n") and bool(text))
+            return
+        rows = cluster.get(f"/api/v1/jobs/{job_id}/logs")
+    if not rows:
+        click.echo(f"rvidia: no chunk of {job_id} printed anything", err=True)
+    for row in rows:
+        if stage is not None and row["stage"] != stage:
+            continue
+        click.echo(f"==> chunk {row['index']} (stage {row['stage']}, {row['state']}) <==")
+        text = row["log"]
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command()
 @click.argument("worker_ref", metavar="WORKER")
 @master_option
 @token_option
@@ -383,6 +466,82 @@ def undrain(worker_ref: str, master: str | None, token: str | None) -> None:
     with connect(master, token) as cluster:
         view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/undrain").json()
     click.echo(f"rvidia: {view['name']} ({view['id']}) takes chunks again", err=True)
+
+
+@main.command()
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Remove finished jobs older than this instead of the master's --retention.")
+@json_option
+@master_option
+@token_option
+@handle_errors
+def gc(older_than: str | None, as_json: bool, master: str | None, token: str | None) -> None:
+    """Apply retention now: remove old finished jobs and the blobs no kept job refers to."""
+    from rvidia.units import format_bytes
+
+    params = {"retention": _duration(older_than, "--older-than")} if older_than is not None else {}
+    with connect(master, token) as cluster:
+        freed = cluster.request("POST", "/api/v1/gc", params=params).json()
+    if as_json:
+        print_json_line(freed)
+        return
+    click.echo(f"removed {freed['jobs']} jobs ({freed['chunks']} chunks) and {freed['blobs']} blobs, "
+               f"freed {format_bytes(freed['bytes'])} ({freed['bytes']} bytes)")
+
+
+@main.group()
+def config() -> None:
+    """Settings files: see what a command would run with."""
+
+
+@config.command("show", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("command", type=click.Choice(["master", "worker"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def config_show(command: str, args: tuple[str, ...]) -> None:
+    """The settings `rvidia master|worker [--config F] [flags]` would run with, and where each came from."""
+    from rvidia.config import resolve, show
+
+    target = main.commands[command]
+    with target.make_context(command, list(args)) as ctx:
+        values, sources, path = resolve(ctx, command, ctx.params.get("config"))
+    click.echo(show(values, sources, path))
+
+
+@main.group()
+def service() -> None:
+    """Run the master or a worker as a systemd service."""
+
+
+@service.command("install", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("what", type=click.Choice(["master", "worker"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
+@click.option("--user", default=None, help="User= the service runs as [default: root].")
+@click.option("--unit-dir", default=None, type=click.Path(file_okay=False),
+              help="Where to write the unit [default /etc/systemd/system].")
+def service_install(what: str, args: tuple[str, ...], print_only: bool, user: str | None,
+                    unit_dir: str | None) -> None:
+    """Write rvidia-master.service or rvidia-worker.service; ARGS are the command's flags, e.g.
+    `rvidia service install worker -- --master http://head:8765 --config /etc/rvidia/worker.toml`."""
+    from rvidia.service import install, unit_path, unit_text
+
+    target = main.commands[what]
+    try:  # check the flags now, not when systemd first starts the service
+        target.make_context(what, list(args), resilient_parsing=False).close()
+    except click.exceptions.Exit:
+        pass
+    # No token goes into the unit (units are world-readable): give it in a --config file of mode 0600.
+    text = unit_text(what, list(args), user=user)
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    path = Path(unit_dir) / unit_path(what).name if unit_dir else unit_path(what)
+    try:
+        install(what, text, path)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc} (run as root, or use --print)", EXIT_USAGE)
+    click.echo(f"rvidia: wrote {path}; now: systemctl daemon-reload && systemctl enable --now {path.stem}",
+               err=True)
 
 
 @main.group()

@@ -95,7 +95,7 @@ def execute(ctx: JobContext, blobs: Blobs, fn_path: Path, order: list[int] | Non
 
 def test_registered_hidden_with_inputs() -> None:
     assert get_kind("map") is KIND
-    assert KIND.hidden and KIND.inputs == ("function", "items")
+    assert KIND.hidden and KIND.inputs == ("items",) and KIND.optional_inputs == ("function",)
     assert "python" in KIND.schema()["required"]
 
 

@@ -306,7 +306,11 @@ def test_a_data_input_with_a_large_model_matches_the_reference(tmp_path: Path, o
     weights, history = train_reference(params, path)
     assert results[0]["history"] == history and results[0]["test_accuracy"] > 0.9
     models = [np.load(io.BytesIO(_model(c, j))) for c, j in zip((one, three), jobs)]
-    assert all(np.array_equal(m[k], weights[k]) for m, k in itertools.product(models, weights))
+    assert all(np.array_equal(models[0][k], models[1][k]) for k in weights)  # 1 and 3 workers: identical
+    # Against the in-process reference: BLAS may pick another kernel for this larger matrix in
+    # another process (alignment, threads), so the last bits may differ.
+    assert all(np.allclose(m[k], weights[k], rtol=1e-9, atol=1e-12)
+               for m, k in itertools.product(models, weights))
 
 
 @pytest.mark.parametrize("params, inputs, reason", [

@@ -160,7 +160,7 @@ BAD_JOBS: dict[str, tuple[Any, str]] = {
     "samples missing": ({"kind": "montecarlo", "params": {}}, "samples"),
     "samples not a number": ({"kind": "montecarlo", "params": {"samples": "many"}}, "samples"),
     "unknown param": ({"kind": "montecarlo", "params": {"samples": 10, "sampels": 1}}, "sampels"),
-    "missing input": ({"kind": "map", "params": {"python": "3.11"}}, "needs input 'function'"),
+    "missing input": ({"kind": "map", "params": {"python": "3.11"}}, "needs input 'items'"),
     "input names no blob": ({"kind": "map", "params": {"python": "3.11"},
                              "inputs": {"function": "0" * 64, "items": "1" * 64}}, "no uploaded blob"),
     "input id not hex": ({"kind": "map", "params": {"python": "3.11"},
@@ -264,7 +264,7 @@ def test_kinds_list_json_schema_params(api: httpx.Client) -> None:
     assert schema["properties"]["samples"]["minimum"] == 1
     assert schema["properties"]["samples"]["maximum"] == 10**13
     assert kinds["map"]["params"]["type"] == "object" and "python" in kinds["map"]["params"]["properties"]
-    assert set(kinds["map"]["inputs"]) == {"function", "items"}
+    assert kinds["map"]["inputs"] == ["items"] and kinds["map"]["optional_inputs"] == ["function"]
 
 
 def test_metrics(api: httpx.Client) -> None:

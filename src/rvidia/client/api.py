@@ -103,8 +103,11 @@ class Cluster:
 
     def upload(self, data: bytes | str | os.PathLike[str]) -> str:
         """Store bytes or a file (streamed) on the master; return its blob id."""
-        if isinstance(data, bytes):
-            return self.request("POST", "/api/v1/blobs", content=data).json()["id"]  # type: ignore[no-any-return]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            # Sent in 1 MiB parts: one large body makes httpcore re-copy its tail after every send.
+            view = memoryview(data)
+            parts = (bytes(view[i : i + (1 << 20)]) for i in range(0, len(view), 1 << 20))
+            return self.request("POST", "/api/v1/blobs", content=parts).json()["id"]  # type: ignore[no-any-return]
         with open(data, "rb") as f:
             return self.request("POST", "/api/v1/blobs", content=_file_parts(f)).json()["id"]  # type: ignore[no-any-return]
 
@@ -129,11 +132,13 @@ class Cluster:
 
     def submit(self, kind: str, *, inputs: dict[str, Any] | None = None, priority: int = 0,
                max_attempts: int = 3, timeout: float | None = None, resources: dict[str, float] | None = None,
-               idempotency_key: str | None = None, **params: Any) -> "Job":
+               idempotency_key: str | None = None, deadline: float | None = None, **params: Any) -> "Job":
         """Submit a job of ``kind`` with ``params``; ``inputs`` values are paths, bytes or blob ids."""
         blobs = {name: self._as_blob(value) for name, value in (inputs or {}).items()}
         body = {"kind": kind, "params": params, "inputs": blobs, "priority": priority,
                 "max_attempts": max_attempts, "timeout": timeout, "resources": resources or {}}
+        if deadline is not None:  # seconds after submission; later the job is cancelled
+            body["deadline"] = deadline
         key = idempotency_key or secrets.token_hex(16)
         for attempt in range(3):  # the key makes a retried submit return the first job
             try:
@@ -162,7 +167,7 @@ class Cluster:
 
         items = list(items)
         size = chunksize or default_chunksize(len(items))
-        function_blob, items_blob = pack_map(fn, items, size)
+        function_blob, items_blob = pack_map(fn, items, size, self.upload)
         params = {"python": "{}.{}".format(*sys.version_info[:2]), "items": len(items), "star": star,
                   "allow_pickle_results": allow_pickle_results}
         job = self.submit("map", inputs={"function": self.upload(function_blob), "items": self.upload(items_blob)},
@@ -216,7 +221,7 @@ class Job:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {view['state']} after {timeout} s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.05)
 
     def result(self, timeout: float | None = None, allow_pickle_results: bool | None = None) -> Any:
         """The job's result (for ``map``, the list of results); raise JobFailed if it failed.

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from rvidia import lifeline
 from rvidia.client.api import Cluster, MasterUnreachable
 
 _ANNOUNCE = "rvidia master listening on "
@@ -53,7 +54,8 @@ class LocalCluster(Cluster):
     def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         out = subprocess.DEVNULL if self._quiet else None
         proc = subprocess.Popen([sys.executable, "-m", "rvidia", *args], stdout=subprocess.PIPE,
-                                stderr=out, text=True, env={**os.environ, **(env or {})},
+                                stderr=out, stdin=subprocess.PIPE, text=True,
+                                env={**os.environ, **(env or {}), lifeline.ENV: "stdin"},
                                 start_new_session=True)
         self.procs.append(proc)
         return proc
@@ -127,8 +129,9 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+    for stream in (proc.stdout, proc.stdin):
+        if stream:
+            stream.close()
 
 
 def _read_line(stream: IO[str], timeout: float) -> str | None:

@@ -10,14 +10,39 @@ import cloudpickle
 import msgspec
 
 
-def pack_map(fn: Callable[..., Any], items: list[Any], chunksize: int) -> tuple[bytes, bytes]:
-    """The function blob, and the items blob: a msgpack list of pickled batches, one per chunk.
+Upload = Callable[[bytes], str]
+BATCH_INLINE_LIMIT = 1024 * 1024  # a larger pickled batch travels as its own blob
 
-    Only workers unpickle these; the master slices the list without looking inside.
+
+def _pack(batches: list[bytes], upload: Upload | None) -> bytes:
+    """The items blob: a msgpack list with, per chunk, the pickled batch or the blob id holding it.
+
+    Large batches (array arguments) become blobs, so the master never holds them and workers fetch
+    each one straight from the blob store into their cache.
     """
+    entries: list[bytes | str] = [
+        upload(b) if upload is not None and len(b) > BATCH_INLINE_LIMIT else b for b in batches]
+    return msgspec.msgpack.encode(entries)
+
+
+def pack_map(fn: Callable[..., Any], items: list[Any], chunksize: int,
+             upload: Upload | None = None) -> tuple[bytes, bytes]:
+    """The function blob, and the items blob (see ``_pack``); only workers unpickle either."""
     _ship_module_by_value(fn)
     batches = [cloudpickle.dumps(items[i : i + chunksize]) for i in range(0, len(items), chunksize)]
-    return cloudpickle.dumps(fn), msgspec.msgpack.encode(batches)
+    return cloudpickle.dumps(fn), _pack(batches, upload)
+
+
+def pack_calls(calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]], chunksize: int,
+               upload: Upload | None = None) -> bytes:
+    """The items blob of a ``calls`` map job: each item carries its own function."""
+    for fn, _, _ in calls:
+        _ship_module_by_value(fn)
+    batches = [cloudpickle.dumps(calls[i : i + chunksize]) for i in range(0, len(calls), chunksize)]
+    return _pack(batches, upload)
+
+
+_decided: set[str] = set()  # modules already looked at: the path checks cost ~0.2 ms a call
 
 
 def _ship_module_by_value(fn: Callable[..., Any]) -> None:
@@ -26,7 +51,11 @@ def _ship_module_by_value(fn: Callable[..., Any]) -> None:
     cloudpickle pickles functions of importable modules by reference; a user's project module (a
     script's helper file, a test module) is not installed on the workers, so it travels by value.
     """
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    name = getattr(fn, "__module__", "") or ""
+    if name in _decided:
+        return
+    _decided.add(name)
+    module = sys.modules.get(name)
     if module is None or module.__name__ == "__main__" or module.__name__.split(".")[0] == "rvidia":
         return
     origin = getattr(module, "__file__", None)

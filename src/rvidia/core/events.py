@@ -75,6 +75,9 @@ class JobSubmitted:
     done: frozenset[int] = frozenset()
     attempts: dict[int, int] = field(default_factory=dict)
     failures: dict[int, int] = field(default_factory=dict)
+    # Who submitted it (the token's name): free slots are shared between users first, then between
+    # each user's jobs, within one priority.
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,7 @@ class StageComplete:
 class JobFailed:
     job_id: str
     error: str
+    index: int | None = None  # the chunk whose failures (or losses) ended the job, if one did
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ class JobEntry:
     attempts: dict[int, int] = field(default_factory=dict)  # index -> attempts started
     failures: dict[int, int] = field(default_factory=dict)  # index -> failed attempts
     losses: dict[int, int] = field(default_factory=dict)  # index -> attempts lost with a worker
+    user: str = ""  # who submitted it: the unit of fair share
 
     @property
     def stage_finished(self) -> bool:

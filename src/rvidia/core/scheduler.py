@@ -29,6 +29,9 @@ class Scheduler:
         # Least recently served job first: iteration order is the round-robin order.
         self._order: OrderedDict[str, None] = OrderedDict()
         self._free: dict[str, None] = {}  # workers with a free slot, insertion-ordered
+        # When each user was last given a chunk (a counter): least recently served user first.
+        self._user_served: dict[str, int] = {}
+        self._serves = 0
         self._out: list[ev.Instruction] = []
 
     # ------------------------------------------------------------ entry point
@@ -119,7 +122,7 @@ class Scheduler:
             del job.running[index]
             job.losses[index] = job.losses.get(index, 0) + 1
             if job.losses[index] >= MAX_LOSSES:
-                self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row")
+                self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row", index)
                 continue
             job.pending.push_retry(index)
             self._out.append(ev.RetryChunk(job_id, stage, index, f"worker {worker_id} lost: {reason}", lost=True))
@@ -138,7 +141,7 @@ class Scheduler:
             job_id=e.job_id, priority=e.priority, max_attempts=max(1, e.max_attempts),
             requirement=e.requirement, stage=e.stage, n_chunks=e.n_chunks,
             pending=PendingChunks(e.n_chunks, e.done), done=len(e.done),
-            attempts=dict(e.attempts), failures=dict(e.failures),
+            attempts=dict(e.attempts), failures=dict(e.failures), user=e.user,
         )
         self.jobs[e.job_id] = job
         self._order[e.job_id] = None
@@ -176,9 +179,9 @@ class Scheduler:
         self.jobs.pop(job.job_id, None)
         self._order.pop(job.job_id, None)
 
-    def _fail_job(self, job: JobEntry, error: str) -> None:
+    def _fail_job(self, job: JobEntry, error: str, index: int | None = None) -> None:
         self._drop_job(job)
-        self._out.append(ev.JobFailed(job.job_id, error))
+        self._out.append(ev.JobFailed(job.job_id, error, index))
 
     def _check_stage(self, job: JobEntry) -> None:
         if job.stage_finished:
@@ -212,7 +215,7 @@ class Scheduler:
         failures = job.failures.get(e.index, 0) + 1
         job.failures[e.index] = failures
         if failures >= job.max_attempts:
-            self._fail_job(job, f"chunk {e.index} failed {failures} times; last error: {e.error}")
+            self._fail_job(job, f"chunk {e.index} failed {failures} times; last error: {e.error}", e.index)
             return
         job.pending.push_retry(e.index)
         self._out.append(ev.RetryChunk(e.job_id, e.stage, e.index, e.error))
@@ -241,19 +244,48 @@ class Scheduler:
                 return
 
     def _fill_tier(self, tier: list[JobEntry]) -> None:
+        by_user: dict[str, list[JobEntry]] = {}
+        for job in tier:
+            by_user.setdefault(job.user, []).append(job)
+        if len(by_user) > 1:
+            self._fill_between_users(by_user)
+            return
         progressed = True
         while progressed and self._free:
             progressed = False
             for job in tier:
-                if not job.pending:
-                    continue
-                worker = self._pick_worker(job)
-                if worker is None:
-                    continue
-                self._assign(worker, job)
-                progressed = True
+                if self._try_assign(job):
+                    progressed = True
+                    if not self._free:
+                        return
+
+    def _fill_between_users(self, by_user: dict[str, list[JobEntry]]) -> None:
+        """Fair share: one chunk per user per round, least recently served user first; within a
+        user, round-robin between that user's jobs (their order in ``by_user`` is ``_order``'s)."""
+        progressed = True
+        while progressed and self._free:
+            progressed = False
+            for user in sorted(by_user, key=lambda u: self._user_served.get(u, 0)):
+                jobs = by_user[user]
+                for job in jobs:
+                    if not self._try_assign(job):
+                        continue
+                    jobs.remove(job)  # this user's next chunk goes to their next job
+                    jobs.append(job)
+                    progressed = True
+                    break
                 if not self._free:
                     return
+
+    def _try_assign(self, job: JobEntry) -> bool:
+        """Give the job's next chunk to the best eligible free worker, if there is one."""
+        if not job.pending:
+            return False
+        worker = self._pick_worker(job)
+        if worker is None:
+            return False
+        self._assign(worker, job)
+        return True
 
     def _pick_worker(self, job: JobEntry) -> WorkerEntry | None:
         """The eligible worker with the most free slots (spreads a job over the pool)."""
@@ -274,6 +306,8 @@ class Scheduler:
         worker.running[(job.job_id, job.stage, index)] = attempt
         self._refresh_free(worker.worker_id)
         self._order.move_to_end(job.job_id)
+        self._serves += 1
+        self._user_served[job.user] = self._serves
         self._out.append(ev.Assign(worker.worker_id, job.job_id, job.stage, index, attempt))
 
 

@@ -22,49 +22,72 @@ class MapParams(msgspec.Struct, forbid_unknown_fields=True):
     python: Annotated[str, msgspec.Meta(pattern=r"^\d+\.\d+$", description="Submitter's Python X.Y")]
     items: Annotated[int, msgspec.Meta(ge=0, description="Number of items")] = 0
     star: bool = False  # items are (args, kwargs) pairs: fn(*args, **kwargs)
+    calls: bool = False  # items are (fn, args, kwargs) triples: no 'function' input (executor.submit)
     allow_pickle_results: bool = False
+    keep_results: bool = True  # write the 'results' output (the executor takes results as they come)
 
 
 class MapKind(Kind):
     name = "map"
     description = "Run a Python function over items (Python API only; workers need --allow-code)"
     Params = MapParams
-    inputs = ("function", "items")
+    inputs = ("items",)
+    optional_inputs = ("function",)
     hidden = True
 
     def requirement(self, params: MapParams) -> Requirement:
         return Requirement(needs_code=True, python=params.python)
 
-    def _batches(self, ctx: JobContext) -> list[bytes]:
+    def _batches(self, ctx: JobContext) -> list[bytes | str]:
+        """Per chunk: its pickled batch, or the id of the blob holding it (large arguments)."""
         batches = ctx.cache.get("batches")
         if batches is None:
             with ctx.inputs.open("items") as f:
                 try:
-                    batches = msgspec.msgpack.decode(f.read(), type=list[bytes])
+                    batches = msgspec.msgpack.decode(f.read(), type=list[Any])
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    raise ParamError("input 'items' must be a msgpack list of pickled batches") from None
+                    batches = None
+            if batches is None or not all(isinstance(b, (bytes, str)) for b in batches):
+                raise ParamError("input 'items' must be a msgpack list of pickled batches or blob ids")
             ctx.cache["batches"] = batches
         return batches
 
     def check(self, ctx: JobContext) -> None:
-        self._batches(ctx)
+        if not ctx.params.calls and "function" not in ctx.inputs.names():
+            raise ParamError("map needs input 'function' (or calls=true with (fn, args, kwargs) items)")
+        for entry in self._batches(ctx):
+            if isinstance(entry, str) and (ctx.blobs is None or not ctx.blobs.exists(entry)):
+                raise ParamError(f"input 'items' names a batch blob that was not uploaded ({entry[:80]})")
 
     def plan(self, ctx: JobContext) -> Plan:
         return Plan(n_chunks=len(self._batches(ctx)))
 
     def chunk(self, ctx: JobContext, index: int) -> bytes:
-        return self._batches(ctx)[index]
+        entry = self._batches(ctx)[index]
+        return entry if isinstance(entry, bytes) else b""
 
     def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
-        return {"function": ctx.inputs.blob_id("function")}
+        needed = {} if ctx.params.calls else {"function": ctx.inputs.blob_id("function")}
+        entry = self._batches(ctx)[index]
+        if isinstance(entry, str):
+            needed["batch"] = entry
+        return needed
 
     def finish_stage(self, ctx: JobContext, acc: Any) -> Done:
         """Write the per-chunk result lists, in order, as one msgpack list of raw results."""
+        if not ctx.params.keep_results:
+            return Done(result={"items": ctx.params.items, "chunks": len(self._batches(ctx))})
         parts = [raw for _, raw in ctx.results()]
         blob = ctx.outputs.write("results", [msgspec.msgpack.encode(parts)])
         return Done(result={"items": ctx.params.items, "chunks": len(parts)}, outputs={"results": blob})
 
     def run(self, params: MapParams, payload: bytes, ctx: RunContext) -> bytes:
+        if not payload and "batch" in ctx.input_paths:
+            payload = ctx.input_paths["batch"].read_bytes()
+        if params.calls:
+            calls = pickle.loads(payload)
+            return values.dumps([fn(*args, **kwargs) for fn, args, kwargs in calls],
+                                allow_pickle=params.allow_pickle_results)
         key = ("map-fn", str(ctx.input_paths["function"]))
         fn = ctx.cache.get(key)
         if fn is None:

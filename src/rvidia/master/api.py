@@ -13,7 +13,7 @@ from rvidia import __version__
 from rvidia.kinds.base import ParamError
 from rvidia.kinds.registry import all_kinds
 from rvidia.master.auth import Principal
-from rvidia.master.blobs import BlobTooLarge, valid_blob_id
+from rvidia.master.blobs import BlobTooLarge, DiskFull, valid_blob_id
 from rvidia.master.jobspec import parse_request
 from rvidia.master.runtime import Runtime
 
@@ -102,9 +102,12 @@ async def upload(request: Request) -> dict[str, Any]:
     if declared and declared.isdigit() and int(declared) > rt.blobs.max_size:
         raise HTTPException(413, f"upload larger than the {rt.blobs.max_size} byte limit")
     try:
+        rt.blobs.check_space(int(declared) if declared and declared.isdigit() else 0)
         blob_id, size = await rt.blobs.put_stream(request.stream())
     except BlobTooLarge as exc:
         raise HTTPException(413, str(exc)) from None
+    except DiskFull as exc:
+        raise HTTPException(507, str(exc)) from None
     return {"id": blob_id, "size": size}
 
 
@@ -150,6 +153,25 @@ async def chunks(job_id: str, request: Request, limit: int = 10000, offset: int 
     return rt.store.chunks(job_id, limit, offset)
 
 
+@router.get("/jobs/{job_id}/chunks/{index}/log", dependencies=[Depends(user)])
+async def chunk_log(job_id: str, index: int, request: Request, stage: int | None = None) -> Response:
+    """What one chunk printed (stdout and stderr, the tail past 64 KiB), as text."""
+    rt = runtime_of(request)
+    _job_or_404(rt, job_id)
+    text = rt.store.get_chunk_log(job_id, index, stage)
+    if text is None:
+        raise HTTPException(404, f"job {job_id[:80]} has no chunk {index}")
+    return Response(text, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/jobs/{job_id}/logs", dependencies=[Depends(user)])
+async def job_logs(job_id: str, request: Request) -> list[dict[str, Any]]:
+    """Every chunk of the job that printed something: ``{"stage", "index", "state", "log"}``."""
+    rt = runtime_of(request)
+    _job_or_404(rt, job_id)
+    return rt.store.chunk_logs(job_id)
+
+
 @router.post("/jobs/{job_id}/cancel", dependencies=[Depends(user)])
 async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     try:
@@ -159,6 +181,14 @@ async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     if view is None:
         raise HTTPException(404, f"no job {job_id[:80]}")
     return view
+
+
+@router.get("/stats", dependencies=[Depends(user)])
+async def stats(request: Request, seconds: int = 300) -> dict[str, Any]:
+    """Totals for the dashboard's overview: jobs by state, chunks finished per second lately."""
+    rt = runtime_of(request)
+    return {"jobs": rt.store.job_counts(), "chunks_finished": rt.chunks_finished,
+            "chunks_failed": rt.chunks_failed, "finished_per_second": rt.finished_per_second(seconds)}
 
 
 class ResultsPage(msgspec.Struct):
@@ -188,6 +218,17 @@ async def results(job_id: str, request: Request, after: int = 0, wait: float = 0
     seq = rows[-1][0] if rows else after
     page = ResultsPage(state=view["state"], stage=view["stage"], seq=seq, items=[(i, r) for _, i, r in rows])
     return Response(msgspec.msgpack.encode(page), media_type="application/msgpack")
+
+
+@router.post("/gc", dependencies=[Depends(admin)])
+async def gc(request: Request, retention: float | None = None) -> dict[str, Any]:
+    """Apply retention now (``?retention=SECONDS`` overrides the master's ``--retention`` once)."""
+    from rvidia.master.retention import collect
+
+    rt = runtime_of(request)
+    if retention is not None and retention < 0:
+        raise HTTPException(422, "retention must not be negative")
+    return collect(rt.store, rt.blobs, rt.retention if retention is None else retention)
 
 
 class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -238,9 +279,18 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
+@router.get("/session")
+async def session_status(request: Request) -> dict[str, Any]:
+    """Whether the dashboard's cookie is signed in (200 either way: the page asks before sign-in)."""
+    principal = request.app.state.auth.session(request.cookies.get(SESSION_COOKIE))
+    if principal is None:
+        return {"signed_in": False}
+    return {"signed_in": True, "name": principal.name, "role": principal.role}
+
+
 @router.delete("/session")
 async def sign_out(request: Request) -> Response:
-    request.app.state.auth.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+    request.app.state.auth.end_session(request.cookies.get(SESSION_COOKIE))
     response = JSONResponse({"signed_out": True})
     response.delete_cookie(SESSION_COOKIE)
     return response

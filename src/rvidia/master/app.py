@@ -4,23 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from rvidia.kinds.base import ParamError
 from rvidia.master import api
 from rvidia.master.auth import Auth, Principal
 from rvidia.master.metrics import render_metrics
 from rvidia.master.runtime import Runtime
+from rvidia.master.ws_client import serve_client
 from rvidia.master.ws_worker import serve_worker
 
 log = logging.getLogger("rvidia.master")
+
+# The dashboard is plain files: no inline script, data shown only as text, so a strict policy fits.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",  # revalidate (ETag) so an upgraded master serves its new files
+}
+
+
+class DashboardFiles(StaticFiles):
+    """The dashboard's static files, with its security and caching headers."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(DASHBOARD_HEADERS)
+        return response
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
+
+
+def _dashboard_dir() -> Path:
+    return Path(str(resources.files("rvidia.dashboard")))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -66,6 +97,14 @@ def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
             return
         await serve_worker(ws, runtime)
 
+    @app.websocket("/ws/client")
+    async def ws_client(ws: WebSocket) -> None:
+        principal = _ws_principal(ws, auth)
+        if principal is None or not principal.may("submit"):
+            await _deny(ws)
+            return
+        await serve_client(ws, runtime, principal.name)
+
     @app.websocket("/ws/events")
     async def ws_events(ws: WebSocket) -> None:
         principal = _ws_principal(ws, auth)
@@ -80,9 +119,16 @@ def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
         return PlainTextResponse(render_metrics(runtime), media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse)
-    async def index() -> HTMLResponse:
-        page = resources.files("rvidia.dashboard").joinpath("index.html").read_text()
-        return HTMLResponse(page)
+    async def index(request: Request) -> HTMLResponse:
+        page = (_dashboard_dir() / "index.html").read_text(encoding="utf-8")
+        headers = dict(DASHBOARD_HEADERS)
+        host = request.headers.get("host", "")
+        if _HOST.fullmatch(host):  # browsers that do not count ws: as 'self' get the socket by name
+            headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+                "connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}")
+        return HTMLResponse(page, headers=headers)
+
+    app.mount("/static", DashboardFiles(directory=_dashboard_dir() / "static"), name="static")
 
     return app
 

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from rvidia.master.store import Store
 
 ROLES = ("admin", "user", "worker")
+SESSION_SECONDS = 30 * 24 * 3600  # a dashboard sign-in lasts this long, or until sign-out or revocation
 # What each role may do: "submit" covers submit/view/cancel, "work" joining as a worker.
 _GRANTS = {"admin": {"admin", "submit", "work"}, "user": {"submit"}, "worker": {"work"}}
 
@@ -42,7 +44,8 @@ class Auth:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._reload()
-        self.sessions: dict[str, Principal] = {}  # dashboard cookie -> who signed in
+        self.sessions: dict[str, tuple[Principal, float]] = {}  # SHA-256 of a cookie -> who, until when
+        self._load_sessions()
 
     def _reload(self) -> None:
         self._entries = [(t["hash"], Principal(t["name"], t["role"])) for t in self.store.tokens()]
@@ -97,24 +100,54 @@ class Auth:
     def revoke(self, name: str) -> bool:
         ok = self.store.revoke_token(name)
         self._reload()
-        self.sessions = {k: p for k, p in self.sessions.items() if p.name != name}
+        gone = [h for h, (p, _) in self.sessions.items() if p.name == name]
+        for h in gone:
+            del self.sessions[h]
+        if gone:
+            self.store.delete_sessions(gone)
         return ok
 
     def list(self) -> list[dict[str, object]]:
         return [{k: t[k] for k in ("name", "role", "created_at")} for t in self.store.tokens()]
 
+    # Dashboard sessions: the cookie is a random 256-bit string; only its hash is kept (in memory and
+    # in the database, so a restarted master keeps them). Lookups go by hash, so their timing tells
+    # nothing about any cookie.
+
+    def _load_sessions(self) -> None:
+        by_name = {p.name: p for _, p in self._entries}
+        now = time.time()
+        stale = []
+        for hash_, name, expires in self.store.sessions():
+            if expires > now and name in by_name:
+                self.sessions[hash_] = (by_name[name], expires)
+            else:
+                stale.append(hash_)
+        if stale:
+            self.store.delete_sessions(stale)
+
     def new_session(self, principal: Principal) -> str:
         sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = principal
+        expires = time.time() + SESSION_SECONDS
+        self.sessions[hash_token(sid)] = (principal, expires)
+        self.store.add_session(hash_token(sid), principal.name, expires)
         return sid
 
     def session(self, sid: str | None) -> Principal | None:
         if not sid:
             return None
-        for key, principal in self.sessions.items():
-            if hmac.compare_digest(key, sid):
-                return principal
-        return None
+        found = self.sessions.get(hash_token(sid))
+        if found is None:
+            return None
+        if found[1] < time.time():
+            self.end_session(sid)
+            return None
+        return found[0]
+
+    def end_session(self, sid: str | None) -> None:
+        """Sign-out: the cookie no longer signs anyone in, here or after a restart."""
+        if sid and self.sessions.pop(hash_token(sid), None) is not None:
+            self.store.delete_sessions([hash_token(sid)])
 
 
 def _write_token_file(data_dir: Path, token: str) -> None:

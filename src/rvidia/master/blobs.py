@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import AsyncIterator, BinaryIO, Iterable
@@ -18,6 +19,10 @@ _BLOB_ID = re.compile(r"^[0-9a-f]{64}$")
 
 class BlobTooLarge(ValueError):
     """An upload went past the size limit."""
+
+
+class DiskFull(OSError):
+    """Free disk under the data dir is below the master's floor (``--min-free-disk``): 507."""
 
 
 def valid_blob_id(blob_id: str) -> bool:
@@ -31,6 +36,17 @@ class BlobStore:
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.max_size = max_size
+        self.min_free = 0  # bytes of free disk to keep; uploads are refused (507) below it
+
+    def check_space(self, incoming: int = 0) -> None:
+        """Raise DiskFull if an upload of ``incoming`` bytes would leave less than ``min_free`` free."""
+        if self.min_free <= 0:
+            return
+        free = shutil.disk_usage(self.root).free
+        if free - incoming < self.min_free:
+            raise DiskFull(f"the master's disk is nearly full: {free} bytes free, "
+                           f"{incoming} more asked, and the floor is {self.min_free} bytes (--min-free-disk); "
+                           "free space or run `rvidia gc`")
 
     def path(self, blob_id: str) -> Path:
         if not valid_blob_id(blob_id):
@@ -55,6 +71,7 @@ class BlobStore:
         final.parent.mkdir(exist_ok=True)
         if final.exists():
             tmp.unlink()
+            os.utime(final)  # uploaded again: young again for retention (master/retention.py)
         else:
             os.replace(tmp, final)
         return digest
@@ -66,10 +83,14 @@ class BlobStore:
         size = 0
         try:
             with f:
+                next_check = 64 * 1024 * 1024
                 async for part in parts:
                     size += len(part)
                     if size > self.max_size:
                         raise BlobTooLarge(f"upload larger than the {self.max_size} byte limit")
+                    if size >= next_check:  # a long upload stops before it fills the disk
+                        self.check_space()
+                        next_check += 64 * 1024 * 1024
                     h.update(part)
                     f.write(part)
         except BaseException:

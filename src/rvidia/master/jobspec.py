@@ -20,6 +20,8 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True):
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
     replicas: Annotated[int, msgspec.Meta(ge=1, le=1)] = 1
     resources: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = {}
+    # Seconds after submission; a job still queued or running then is cancelled with that reason.
+    deadline: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 def parse_request(body: bytes) -> JobRequest:

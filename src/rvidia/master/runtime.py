@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -38,6 +38,15 @@ log = logging.getLogger("rvidia.master")
 FLUSH_INTERVAL = 0.1  # seconds between group commits; the durability window of finished chunks
 TICK_INTERVAL = 0.5
 LOST_KEPT_SECONDS = 15 * 60
+RATE_SECONDS = 600  # how far back the chunks-finished-per-second series goes (the dashboard's chart)
+
+
+class JobListener(Protocol):
+    """Told of each accepted chunk result and of the end of a job it submitted (``/ws/client``)."""
+
+    def on_result(self, job_id: str, index: int, result: bytes) -> None: ...
+
+    def on_end(self, job_id: str, state: str, error: str | None) -> None: ...
 
 
 class WorkerLink(Protocol):
@@ -75,17 +84,24 @@ class Runtime:
         self.links: dict[str, WorkerLink] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.active: dict[str, ActiveJob] = {}
+        self.listeners: dict[str, JobListener] = {}
         self._staged: dict[tuple[str, int, int, int], bytes] = {}
         self._dirty_jobs: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.chunks_finished = 0
         self.chunks_failed = 0
+        self._rate: deque[list[int]] = deque()  # [epoch second, chunks finished in it], oldest first
+        self._running_chunks: dict[tuple[str, int, int], tuple[str, int, str]] = {}  # -> worker, attempt, start
+        self.retention = 7 * 86400.0  # seconds finished jobs are kept (--retention; master/retention.py)
+        self.gc_interval = 3600.0  # seconds between automatic retention runs; 0: never
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._resume()
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._flusher())]
+        if self.gc_interval > 0:
+            self._tasks.append(asyncio.create_task(self._collector()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -104,6 +120,7 @@ class Runtime:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             self._apply(self.scheduler.handle(ev.Tick()))
+            self._check_deadlines()
             now = time.monotonic()
             if now - last_beat >= self.heartbeat_interval:
                 last_beat = now
@@ -111,6 +128,28 @@ class Runtime:
                 for link in list(self.links.values()):
                     link.send(beat)
             self._forget_old_workers()
+
+    async def _collector(self) -> None:
+        from rvidia.master.retention import collect
+
+        while True:
+            try:
+                freed = collect(self.store, self.blobs, self.retention)
+                if freed["jobs"] or freed["blobs"]:
+                    log.info("retention removed %(jobs)d jobs and %(blobs)d blobs (%(bytes)d bytes)", freed)
+            except Exception:
+                log.exception("retention failed")
+            await asyncio.sleep(self.gc_interval)
+
+    def _check_deadlines(self) -> None:
+        """Cancel the jobs whose ``deadline`` (seconds after submission) has passed."""
+        now = time.time()
+        for job in [j for j in self.active.values() if j.row.get("deadline")]:
+            deadline = float(job.row["deadline"])
+            if _epoch(job.row["created_at"]) + deadline <= now:
+                log.info("job %s passed its deadline of %g s", job.row["id"], deadline)
+                self._end_job(job, "cancelled", error=f"deadline of {deadline:g} s passed")
+                self._apply(self.scheduler.handle(ev.CancelJob(job.row["id"])))
 
     async def _flusher(self) -> None:
         while True:
@@ -136,7 +175,10 @@ class Runtime:
 
     # ------------------------------------------------------------ jobs
 
-    def submit(self, req: JobRequest, submitter: str, idem_key: str | None = None) -> dict[str, Any]:
+    def submit(self, req: JobRequest, submitter: str, idem_key: str | None = None,
+               listener: JobListener | None = None,
+               on_created: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Validate, store and queue a job. ``on_created`` hears its id before any chunk can run."""
         if idem_key:
             existing = self.store.job_by_idem_key(idem_key)
             if existing is not None:
@@ -156,9 +198,13 @@ class Runtime:
             "created_at": now_iso(), "stage": 0, "n_chunks": plan.n_chunks,
             "stage_state": values.dumps(plan.state), "idem_key": idem_key, "submitter": submitter,
             "started_at": None, "finished_at": None, "reason": None, "error": None, "result": None,
-            "outputs": {}, "done": 0, "failed": 0,
+            "outputs": {}, "done": 0, "failed": 0, "deadline": req.deadline,
         }
         self.store.insert_job(row)
+        if listener is not None:
+            self.listeners[job_id] = listener
+        if on_created is not None:
+            on_created(job_id)
         self._activate(row, kind, ctx, done=frozenset(), attempts={}, failures={})
         return self.job_view(job_id)  # type: ignore[return-value]
 
@@ -183,7 +229,7 @@ class Runtime:
         self._apply(self.scheduler.handle(ev.JobSubmitted(
             job_id=row["id"], n_chunks=row["n_chunks"], priority=row["priority"],
             max_attempts=row["max_attempts"], requirement=requirement, stage=ctx.stage,
-            done=done, attempts=attempts, failures=failures)))
+            done=done, attempts=attempts, failures=failures, user=row.get("submitter") or "")))
 
     def _resume(self) -> None:
         """Reload unfinished jobs after a restart: done chunks are merged again, not re-run."""
@@ -221,9 +267,14 @@ class Runtime:
                   done=job.done, failed=job.failed, **fields)
         if state != "succeeded":
             self.store.chunk_cancelled(job_id)
+        for key in [k for k in self._running_chunks if k[0] == job_id]:
+            del self._running_chunks[key]
         self.store.commit()
         job.running = 0
         job.changed.set()
+        listener = self.listeners.pop(job_id, None)
+        if listener is not None:
+            listener.on_end(job_id, state, error)
         self.bus.publish({"type": "job", **self.summary(job.row, None)})
 
     def _set(self, job: ActiveJob, **fields: Any) -> None:
@@ -260,6 +311,8 @@ class Runtime:
         events: list[ev.Event] = [ev.WorkerSeen(wid)]
         if isinstance(msg, m.Results):
             for item in msg.items:
+                if item.log:  # what the chunk printed, kept for its latest attempt only
+                    self.store.chunk_log(item.job_id, item.stage, item.index, item.attempt, item.log)
                 if item.ok:
                     self._staged[(item.job_id, item.stage, item.index, item.attempt)] = item.result
                     events.append(ev.ChunkSucceeded(wid, item.job_id, item.stage, item.index, item.attempt))
@@ -292,6 +345,35 @@ class Runtime:
         if self.bus.active and wid in self.workers:
             self.bus.publish({"type": "worker", **self.worker_view(wid)})
 
+    def _publish_chunk(self, job_id: str, stage: int, index: int, state: str, worker: str | None,
+                       attempts: int, started_at: str | None, finished_at: str | None = None,
+                       error: str | None = None) -> None:
+        """A chunk changed (started, done, back in the queue): the fields of ``/jobs/{id}/chunks``."""
+        if self.bus.active:
+            self.bus.publish({"type": "chunk", "job_id": job_id, "stage": stage, "index": index,
+                              "state": state, "worker": worker, "attempts": attempts,
+                              "started_at": started_at, "finished_at": finished_at, "error": error})
+
+    def _count_finished(self) -> None:
+        second = int(time.time())
+        if self._rate and self._rate[-1][0] == second:
+            self._rate[-1][1] += 1
+            return
+        self._rate.append([second, 1])
+        while self._rate[0][0] <= second - RATE_SECONDS:
+            self._rate.popleft()
+
+    def finished_per_second(self, seconds: int = 300) -> dict[str, Any]:
+        """Chunks finished in each of the last ``seconds`` whole seconds (the current one last)."""
+        seconds = max(1, min(seconds, RATE_SECONDS))
+        end = int(time.time())
+        start = end - seconds + 1
+        counts = [0] * seconds
+        for second, n in self._rate:
+            if second >= start:
+                counts[second - start] = n
+        return {"start": start, "interval": 1, "counts": counts}
+
     # ------------------------------------------------------------ instructions
 
     def _apply(self, instructions: list[ev.Instruction]) -> None:
@@ -317,6 +399,8 @@ class Runtime:
                 job = self.active.get(ins.job_id)
                 if job is not None:
                     self.chunks_failed += 1
+                    if ins.index is not None:  # the timeline shows which chunk failed the job, and why
+                        self._chunk_failed(job, ins.index, ins.error)
                     self._end_job(job, "failed", ins.error)
             elif isinstance(ins, ev.WorkerLost):
                 self._lost(ins)
@@ -342,6 +426,8 @@ class Runtime:
             return None
         now = now_iso()
         self.store.chunk_started(ins.job_id, ins.stage, ins.index, ins.worker_id, ins.attempt, now)
+        self._running_chunks[(ins.job_id, ins.stage, ins.index)] = (ins.worker_id, ins.attempt, now)
+        self._publish_chunk(ins.job_id, ins.stage, ins.index, "running", ins.worker_id, ins.attempt, now)
         if job.row["state"] == "queued":
             self._set(job, state="running", started_at=job.row.get("started_at") or now)
         job.running += 1
@@ -362,10 +448,19 @@ class Runtime:
             self._fail_from_master(job, f"result of chunk {ins.index} from worker {ins.worker_id} "
                                         f"could not be merged: {_describe(exc)}", follow)
             return
+        listener = self.listeners.get(ins.job_id)
+        if listener is not None:
+            listener.on_result(ins.job_id, ins.index, result)
         job.done += 1
         job.seq += 1
         self.chunks_finished += 1
-        self.store.chunk_done(ins.job_id, ins.stage, ins.index, result, now_iso(), job.seq)
+        self._count_finished()
+        finished_at = now_iso()
+        self.store.chunk_done(ins.job_id, ins.stage, ins.index, result, finished_at, job.seq)
+        _, attempt, started_at = self._running_chunks.pop((ins.job_id, ins.stage, ins.index),
+                                                          (ins.worker_id, ins.attempt, None))
+        self._publish_chunk(ins.job_id, ins.stage, ins.index, "done", ins.worker_id, attempt, started_at,
+                            finished_at)
         info = self.workers.get(ins.worker_id)
         if info is not None:
             info.chunks_done += 1
@@ -380,9 +475,19 @@ class Runtime:
         if not ins.lost:
             job.failed += 1
             self.chunks_failed += 1
-        self.store.chunk_retry(ins.job_id, ins.stage, ins.index, ins.error, not ins.lost, now_iso())
+        at = now_iso()
+        self.store.chunk_retry(ins.job_id, ins.stage, ins.index, ins.error, not ins.lost, at)
+        worker, attempt, started_at = self._running_chunks.pop((ins.job_id, ins.stage, ins.index), (None, 0, None))
+        self._publish_chunk(ins.job_id, ins.stage, ins.index, "pending", worker, attempt, started_at, at, ins.error)
         self._dirty_jobs.add(ins.job_id)
         log.info("job %s chunk %d will run again: %s", ins.job_id, ins.index, ins.error.splitlines()[-1:])
+
+    def _chunk_failed(self, job: ActiveJob, index: int, error: str) -> None:
+        key = (job.row["id"], job.ctx.stage, index)
+        at = now_iso()
+        self.store.chunk_failed(*key, error, at)
+        worker, attempt, started_at = self._running_chunks.pop(key, (None, 0, None))
+        self._publish_chunk(*key, "failed", worker, attempt, started_at, at, error)
 
     def _finish_stage(self, job_id: str, follow: list[ev.Event]) -> None:
         job = self.active.get(job_id)
@@ -451,7 +556,7 @@ class Runtime:
             "params": row["params"], "inputs": row["inputs"], "max_attempts": row["max_attempts"],
             "timeout": row["timeout"], "replicas": row["replicas"], "resources": row["resources"],
             "error": row["error"], "result": row["result"], "outputs": row["outputs"] or {},
-            "workers": self.store.done_by_worker(job_id),
+            "workers": self.store.done_by_worker(job_id), "deadline": row.get("deadline"),
         })
         return view
 
@@ -459,6 +564,12 @@ class Runtime:
         rows = self.store.list_jobs(limit, before)
         return [self.summary(self.active[r["id"]].row if r["id"] in self.active else r,
                              self.active.get(r["id"])) for r in rows]
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _minor(python: str) -> str:

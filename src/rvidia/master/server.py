@@ -35,6 +35,9 @@ class MasterSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "warning"
+    retention: float = 7 * 86400.0  # seconds finished jobs and their blobs are kept
+    gc_interval: float = 3600.0  # seconds between automatic retention runs (0: only `rvidia gc`)
+    min_free_disk: int = 1024**3  # uploads are refused (507) when free disk falls under this
 
 
 def _is_loopback(host: str) -> bool:
@@ -55,6 +58,8 @@ def build(settings: MasterSettings) -> tuple[Runtime, Auth, str | None]:
     new_token = auth.ensure_admin(settings.data_dir, settings.token)
     runtime = Runtime(store, blobs, worker_timeout=settings.worker_timeout,
                       heartbeat_interval=settings.heartbeat_interval, version=__version__)
+    runtime.retention, runtime.gc_interval = settings.retention, settings.gc_interval
+    blobs.min_free = settings.min_free_disk
     return runtime, auth, new_token
 
 

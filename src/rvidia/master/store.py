@@ -13,8 +13,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# The tables as schema version 1 made them; later versions are reached by the MIGRATIONS below, so a
+# new database and an upgraded one go through the same steps.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -43,6 +45,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_seq ON chunks (job_id, seq);
 """
 
+# version -> the statements that take a database from version - 1 to it, run in one transaction.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE chunks ADD COLUMN log TEXT",  # what each chunk printed (stdout and stderr)
+        "ALTER TABLE jobs ADD COLUMN deadline REAL"),  # seconds after submission the job may run
+}
+
 _JSON_FIELDS = ("params", "inputs", "resources", "result", "outputs")
 UNFINISHED = ("queued", "running")
 
@@ -68,14 +76,26 @@ class Store:
 
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            self.db.commit()
-        elif int(row[0]) > SCHEMA_VERSION:
+        # A database without the row was made just now by _SCHEMA, which is version 1.
+        version = 1 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
             raise StoreError(
-                f"the data dir was written by a newer RVIDIA (schema {row[0]}, this one knows "
+                f"the data dir was written by a newer RVIDIA (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}); upgrade RVIDIA to use it"
             )
+        if row is not None and version == SCHEMA_VERSION:
+            return
+        try:
+            self.db.execute("BEGIN")  # every step or none: a failed upgrade leaves the old version
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for sql in MIGRATIONS[target]:
+                    self.db.execute(sql)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self.db.commit()
+        except sqlite3.Error as exc:
+            self.db.rollback()
+            raise StoreError(f"could not upgrade the database {self.path} from schema {version} to "
+                             f"{SCHEMA_VERSION}: {exc}") from None
 
     def commit(self) -> None:
         if self.dirty:
@@ -112,6 +132,29 @@ class Store:
         self.commit()
         return cur.rowcount > 0
 
+    # ------------------------------------------------------------ dashboard sessions
+    # Rows of ``meta`` (no table of their own, so no schema change): key "session:" plus the SHA-256
+    # of the cookie (never the cookie itself, as for tokens), value "EXPIRES NAME". Kept so that a
+    # restarted master keeps its signed-in dashboards.
+
+    def add_session(self, hash_: str, name: str, expires: float) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (f"session:{hash_}", f"{int(expires)} {name}"))
+        self.commit()
+
+    def sessions(self) -> list[tuple[str, str, float]]:
+        """(hash, token name, expiry as a Unix time) of every stored session."""
+        out = []
+        for key, value in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'session:%'"):
+            expires, _, name = value.partition(" ")
+            out.append((key[len("session:"):], name, float(expires)))
+        return out
+
+    def delete_sessions(self, hashes: list[str]) -> None:
+        self.db.executemany("DELETE FROM meta WHERE key=?", [(f"session:{h}",) for h in hashes])
+        self.dirty = True
+        self.commit()
+
     # ------------------------------------------------------------ jobs
 
     def insert_job(self, job: dict[str, Any]) -> None:
@@ -145,9 +188,40 @@ class Store:
                 (before, limit))
         return [_decode_job(cur, row) for row in cur.fetchall()]
 
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        return dict(self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+
     def unfinished_jobs(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM jobs WHERE state IN (?,?) ORDER BY seq", UNFINISHED)
         return [_decode_job(cur, row) for row in cur.fetchall()]
+
+    # ------------------------------------------------------------ retention
+
+    def expired_jobs(self, finished_before: str) -> list[str]:
+        """Ids of finished jobs that finished before this ISO time (the ones retention removes)."""
+        cur = self.db.execute(
+            "SELECT id FROM jobs WHERE state NOT IN (?,?) AND finished_at IS NOT NULL AND finished_at < ?",
+            (*UNFINISHED, finished_before))
+        return [row[0] for row in cur]
+
+    def delete_jobs(self, job_ids: list[str]) -> int:
+        """Remove jobs and their chunks; return how many chunk rows went."""
+        chunks = 0
+        for job_id in job_ids:
+            chunks += self.db.execute("DELETE FROM chunks WHERE job_id=?", (job_id,)).rowcount
+            self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        self.dirty = self.dirty or bool(job_ids)
+        return chunks
+
+    def job_blob_refs(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """(inputs, outputs) of every job still in the database."""
+        for inputs, outputs in self.db.execute("SELECT inputs, outputs FROM jobs").fetchall():
+            yield json.loads(inputs or "{}"), json.loads(outputs or "{}")
+
+    def all_chunk_results(self) -> Iterator[bytes]:
+        for (result,) in self.db.execute("SELECT result FROM chunks WHERE result IS NOT NULL"):
+            yield result
 
     # ------------------------------------------------------------ chunks
 
@@ -177,6 +251,31 @@ class Store:
     def chunk_cancelled(self, job_id: str) -> None:
         self._write("UPDATE chunks SET state='cancelled' WHERE job_id=? AND state IN ('running','pending')",
                     (job_id,))
+
+    def chunk_log(self, job_id: str, stage: int, idx: int, attempt: int, log: str) -> None:
+        """Keep what a chunk attempt printed, if it is still the chunk's latest attempt."""
+        self._write("UPDATE chunks SET log=? WHERE job_id=? AND stage=? AND idx=? AND attempts=?",
+                    (log, job_id, stage, idx, attempt))
+
+    def get_chunk_log(self, job_id: str, idx: int, stage: int | None = None) -> str | None:
+        """A chunk's output ('' if it printed nothing); None if there is no such chunk.
+
+        Without ``stage``, the chunk of that index in the latest stage that has one.
+        """
+        if stage is None:
+            row = self.db.execute("SELECT log FROM chunks WHERE job_id=? AND idx=? ORDER BY stage DESC LIMIT 1",
+                                  (job_id, idx)).fetchone()
+        else:
+            row = self.db.execute("SELECT log FROM chunks WHERE job_id=? AND stage=? AND idx=?",
+                                  (job_id, stage, idx)).fetchone()
+        return None if row is None else (row[0] or "")
+
+    def chunk_logs(self, job_id: str) -> list[dict[str, Any]]:
+        """Every chunk of a job that printed something, in order."""
+        cur = self.db.execute(
+            "SELECT stage, idx, state, log FROM chunks WHERE job_id=? AND log IS NOT NULL AND log != '' "
+            "ORDER BY stage, idx", (job_id,))
+        return [{"stage": st, "index": i, "state": state, "log": text} for st, i, state, text in cur]
 
     def chunk_progress(self, job_id: str, stage: int) -> tuple[set[int], dict[int, int], dict[int, int]]:
         """Done indices, attempts and failures of one stage: what a restart needs to go on."""

@@ -104,6 +104,8 @@ class ChunkOutcome(msgspec.Struct, forbid_unknown_fields=True):
     result: bytes = b""
     error: str | None = None
     seconds: float = 0.0
+    # The tail of what the chunk printed to stdout and stderr (bounded by the worker, 64 KiB).
+    log: str = ""
 
 
 class Results(msgspec.Struct, tag="results", forbid_unknown_fields=True):

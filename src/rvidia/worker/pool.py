@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -53,6 +56,9 @@ class ChunkPool:
         self.slots = [_Slot(i) for i in range(slots)]
         self.waiting: deque[tuple[ChunkTask, dict[str, str]]] = deque()
         self.closed = False
+        # One file per slot where its chunk process keeps the tail of what the chunk prints, so the
+        # output of a chunk whose process crashes or is killed can still be reported.
+        self.log_dir = tempfile.mkdtemp(prefix="rvidia-chunklogs-")
 
     # ------------------------------------------------------------ processes
 
@@ -62,7 +68,8 @@ class ChunkPool:
 
     def _spawn(self, slot: _Slot) -> None:
         parent, child_end = _ctx.Pipe()
-        proc = _ctx.Process(target=child.main, args=(child_end, self.nice, self.master, self.token), daemon=True,
+        proc = _ctx.Process(target=child.main, args=(child_end, self.nice, self.master, self.token,
+                                                      self._log_path(slot)), daemon=True,
                             name=f"rvidia-chunk-{slot.number}")
         proc.start()
         child_end.close()
@@ -70,6 +77,9 @@ class ChunkPool:
         slot.proc, slot.conn = proc, parent
         threading.Thread(target=self._reader, args=(slot, slot.generation, parent, proc), daemon=True,
                          name=f"rvidia-pipe-{slot.number}").start()
+
+    def _log_path(self, slot: _Slot) -> str:
+        return os.path.join(self.log_dir, f"slot-{slot.number}.log")
 
     def _reader(self, slot: _Slot, generation: int, conn: Connection,
                 proc: multiprocessing.process.BaseProcess) -> None:
@@ -139,17 +149,18 @@ class ChunkPool:
         res = _decode_outcome(data)
         self._finish(slot, ChunkOutcome(job_id=task.job_id, stage=task.stage, index=task.index,
                                         attempt=task.attempt, ok=res.ok, result=res.result,
-                                        error=res.error, seconds=res.seconds))
+                                        error=res.error, seconds=res.seconds, log=res.log))
 
     def _on_death(self, slot: _Slot, generation: int, exitcode: int | None) -> None:
         if generation != slot.generation or self.closed:
             return
         task = slot.task
         slot.proc = slot.conn = None
+        printed = child.read_log_tail(self._log_path(slot)) if task is not None else ""
         self._spawn(slot)
         if task is not None:
             error = f"chunk process died ({oscompat.describe_exit(exitcode)})"
-            self._finish(slot, self._failure(task, error, slot))
+            self._finish(slot, self._failure(task, error, slot, printed))
 
     def _timed_out(self, slot: _Slot, generation: int) -> None:
         task = slot.task
@@ -157,13 +168,14 @@ class ChunkPool:
             return
         slot.timer = None
         self._kill(slot)
+        printed = child.read_log_tail(self._log_path(slot))
         self._spawn(slot)
-        self._finish(slot, self._failure(task, f"timed out after {task.timeout:g} s", slot))
+        self._finish(slot, self._failure(task, f"timed out after {task.timeout:g} s", slot, printed))
 
     @staticmethod
-    def _failure(task: ChunkTask, error: str, slot: _Slot) -> ChunkOutcome:
+    def _failure(task: ChunkTask, error: str, slot: _Slot, log: str = "") -> ChunkOutcome:
         return ChunkOutcome(job_id=task.job_id, stage=task.stage, index=task.index, attempt=task.attempt,
-                            ok=False, error=error, seconds=time.perf_counter() - slot.started)
+                            ok=False, error=error, seconds=time.perf_counter() - slot.started, log=log)
 
     def cancel(self, refs: list[ChunkRef]) -> None:
         """Kill these chunk attempts; no outcome is reported for them."""
@@ -194,3 +206,4 @@ class ChunkPool:
         self.closed = True
         for slot in self.slots:
             self._kill(slot)
+        shutil.rmtree(self.log_dir, ignore_errors=True)

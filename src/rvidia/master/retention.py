@@ -1,0 +1,62 @@
+"""Retention: finished jobs older than ``--retention`` go, with their chunks and the blobs nobody keeps.
+
+Mark and sweep, all on the master's event loop (so no job can be submitted in between):
+
+- mark: every blob a kept job names (its inputs and outputs) or that a kept job's chunk results
+  name (blob ids inside chunk results, found as 64-hex-digit strings, e.g. the blocks a compress
+  job's chunks upload);
+- delete the expired jobs' rows and chunks;
+- sweep: every blob file not marked and not written (or re-uploaded) within the retention period.
+  The age guard keeps an upload that is not yet part of a job.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from rvidia.master.blobs import BlobStore, valid_blob_id
+from rvidia.master.store import Store
+
+DEFAULT_RETENTION = 7 * 86400.0
+_BLOB_REF = re.compile(rb"[0-9a-f]{64}")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def collect(store: Store, blobs: BlobStore, retention: float, now: float | None = None) -> dict[str, Any]:
+    """Apply retention now; return what was freed: ``{"jobs", "chunks", "blobs", "bytes"}``."""
+    now = time.time() if now is None else now
+    cutoff = now - retention
+    expired = store.expired_jobs(_iso(cutoff))
+    chunks = store.delete_jobs(expired)
+    store.commit()
+    marked: set[str] = set()
+    for inputs, outputs in store.job_blob_refs():
+        marked.update(v for v in inputs.values() if isinstance(v, str))
+        marked.update(v for v in outputs.values() if isinstance(v, str))
+    for result in store.all_chunk_results():
+        if result:
+            marked.update(m.decode() for m in _BLOB_REF.findall(bytes(result)))
+    n_blobs = n_bytes = 0
+    for sub in blobs.root.iterdir():
+        if not sub.is_dir() or len(sub.name) != 2:
+            continue  # tmp/ and anything else that is not a blob directory
+        for path in sub.iterdir():
+            if not valid_blob_id(path.name) or path.name in marked:
+                continue
+            try:
+                stat = path.stat()
+                if stat.st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except OSError:
+                continue
+            n_blobs += 1
+            n_bytes += stat.st_size
+    return {"jobs": len(expired), "chunks": chunks, "blobs": n_blobs, "bytes": n_bytes,
+            "retention": retention}
