@@ -255,7 +255,8 @@ async def list_tokens(request: Request) -> list[dict[str, Any]]:
 async def revoke_token(name: str, request: Request) -> dict[str, Any]:
     if not request.app.state.auth.revoke(name):
         raise HTTPException(404, f"no active token named {name[:80]!r}")
-    return {"name": name, "revoked": True}
+    workers = runtime_of(request).disconnect_token(name)
+    return {"name": name, "revoked": True, "disconnected_workers": workers}
 
 
 class SessionRequest(msgspec.Struct):

@@ -95,7 +95,7 @@ def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
         if principal is None or not principal.may("work"):
             await _deny(ws)
             return
-        await serve_worker(ws, runtime)
+        await serve_worker(ws, runtime, principal.name)
 
     @app.websocket("/ws/client")
     async def ws_client(ws: WebSocket) -> None:

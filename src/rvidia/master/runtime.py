@@ -283,7 +283,7 @@ class Runtime:
 
     # ------------------------------------------------------------ workers
 
-    def worker_joined(self, link: WorkerLink, hello: m.Hello, host: str) -> str:
+    def worker_joined(self, link: WorkerLink, hello: m.Hello, host: str, token_name: str = "") -> str:
         wid = hello.worker_id if hello.worker_id and len(hello.worker_id) <= 64 else "w" + secrets.token_hex(4)
         old = self.links.pop(wid, None)
         if old is not None:
@@ -294,6 +294,7 @@ class Runtime:
             self._apply(self.scheduler.handle(ev.WorkerLeft(wid, "replaced by a new connection")))
         self.links[wid] = link
         self.workers[wid] = WorkerInfo.from_hello(wid, hello, host)
+        self.workers[wid].token_name = token_name
         link.send(m.Welcome(worker_id=wid, heartbeat_interval=self.heartbeat_interval,
                             master_version=self.version))
         self._apply(self.scheduler.handle(ev.WorkerJoined(
@@ -335,6 +336,14 @@ class Runtime:
         if self.links.get(wid) is link:
             del self.links[wid]
             self._apply(self.scheduler.handle(ev.WorkerLeft(wid, reason)))
+
+    def disconnect_token(self, token_name: str) -> list[str]:
+        """A revoked token's workers are cut off at once; they cannot come back with it."""
+        cut = [wid for wid, info in self.workers.items() if info.token_name == token_name and wid in self.links]
+        for wid in cut:
+            self.links.pop(wid).close(m.CLOSE_AUTH, "the worker's token was revoked")
+            self._apply(self.scheduler.handle(ev.WorkerLeft(wid, "its token was revoked")))
+        return cut
 
     def drain(self, wid: str, drain: bool) -> None:
         self.workers[wid].drained = drain

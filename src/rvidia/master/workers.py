@@ -36,6 +36,7 @@ class WorkerInfo:
     memory_percent: float = 0.0
     lost_at: float | None = None
     lost_reason: str | None = None
+    token_name: str = ""  # which token it joined with: revoking that token disconnects it
 
     @classmethod
     def from_hello(cls, wid: str, hello: m.Hello, host: str) -> "WorkerInfo":

@@ -96,7 +96,7 @@ async def _read_hello(ws: WebSocket) -> m.Hello | None:
     return hello
 
 
-async def serve_worker(ws: WebSocket, runtime: Runtime) -> None:
+async def serve_worker(ws: WebSocket, runtime: Runtime, token_name: str = "") -> None:
     """Run one worker connection from hello to close (the caller has checked the token)."""
     await ws.accept()
     hello = await _read_hello(ws)
@@ -104,7 +104,7 @@ async def serve_worker(ws: WebSocket, runtime: Runtime) -> None:
         return
     link = SocketLink(ws)
     host = ws.client.host if ws.client else ""
-    wid = runtime.worker_joined(link, hello, host)
+    wid = runtime.worker_joined(link, hello, host, token_name)
     reason = "connection closed"
     try:
         while not link.closed.is_set():
