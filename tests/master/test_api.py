@@ -341,3 +341,19 @@ def test_map_job_waits_for_an_allow_code_worker(tmp_path: Path) -> None:
             assert api.post(f"/api/v1/jobs/{job_id}/cancel").json()["state"] == "cancelled"
     finally:
         live.stop()
+
+
+def test_repeated_wrong_sign_ins_are_slowed_but_the_right_token_still_works(master: LiveMaster) -> None:
+    import time
+
+    from rvidia.master.throttle import FREE_FAILURES
+
+    with httpx.Client(base_url=master.url) as client:  # no token: a browser signing in
+        for _ in range(FREE_FAILURES):
+            assert client.post("/api/v1/session", json={"token": "wrong"}).status_code == 401
+        started = time.monotonic()
+        assert client.post("/api/v1/session", json={"token": "wrong"}).status_code == 401
+        assert time.monotonic() - started >= 0.2
+        started = time.monotonic()
+        assert client.post("/api/v1/session", json={"token": master.token}).status_code == 200
+        assert time.monotonic() - started < 0.2

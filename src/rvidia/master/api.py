@@ -15,6 +15,7 @@ from rvidia.kinds.registry import all_kinds
 from rvidia.master.auth import Principal
 from rvidia.master.blobs import BlobTooLarge, DiskFull, valid_blob_id
 from rvidia.master.jobspec import parse_request
+from rvidia.master.throttle import FailureThrottle
 from rvidia.master.runtime import Runtime
 
 SESSION_COOKIE = "rvidia_session"
@@ -273,6 +274,10 @@ async def sign_in(request: Request) -> Response:
         raise ParamError(f"invalid sign-in: {exc}") from None
     principal = auth.check(body.token)
     if principal is None or not principal.may("submit"):
+        throttle: FailureThrottle = request.app.state.throttle
+        delay = throttle.failed(request.client.host if request.client else "")
+        if delay:
+            await asyncio.sleep(delay)  # a source that keeps failing is slowed, never locked out
         raise HTTPException(401, "wrong token")
     response = JSONResponse({"name": principal.name, "role": principal.role})
     response.set_cookie(SESSION_COOKIE, auth.new_session(principal), httponly=True, samesite="strict",

@@ -22,6 +22,7 @@ from rvidia.master import api
 from rvidia.master.auth import Auth, Principal
 from rvidia.master.metrics import render_metrics
 from rvidia.master.runtime import Runtime
+from rvidia.master.throttle import FailureThrottle
 from rvidia.master.ws_client import serve_client
 from rvidia.master.ws_worker import serve_worker
 
@@ -86,6 +87,7 @@ def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
                   openapi_url="/api/openapi.json")
     app.state.runtime = runtime
     app.state.auth = auth
+    app.state.throttle = FailureThrottle()
     app.include_router(api.router)
     _add_error_handlers(app)
 
