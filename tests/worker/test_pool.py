@@ -111,3 +111,19 @@ async def test_more_tasks_than_slots_wait_their_turn(harness: Harness) -> None:
         harness.submit(_task(i, [i + 1]))
     got = sorted([(await harness.next()).index for _ in range(4)])
     assert got == [0, 1, 2, 3]
+
+
+def _die_at_start(*args: Any) -> None:
+    os._exit(7)
+
+
+async def test_a_process_that_dies_at_start_is_restarted_with_backoff() -> None:
+    """A broken environment must not make the worker spin starting processes."""
+    outcomes: asyncio.Queue[m.ChunkOutcome] = asyncio.Queue()
+    pool = ChunkPool(1, outcomes.put_nowait, target=_die_at_start)
+    pool.start()
+    await asyncio.sleep(3.0)
+    started = pool.slots[0].generation
+    pool.close()
+    assert 2 <= started <= 4  # after 0.5 s, 1 s, 2 s: a handful of starts, not hundreds
+    assert outcomes.empty()

@@ -28,6 +28,8 @@ from rvidia.worker import child, oscompat
 log = logging.getLogger("rvidia.worker")
 
 _ctx = multiprocessing.get_context("spawn")
+QUICK_DEATH_SECONDS = 2.0
+MAX_RESPAWN_DELAY = 30.0
 _decode_outcome = msgspec.msgpack.Decoder(child.ChildOutcome).decode
 
 
@@ -44,12 +46,16 @@ class _Slot:
     task: ChunkTask | None = None
     started: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    spawned_at: float = 0.0
+    quick_deaths: int = 0  # idle deaths in a row soon after start (a broken environment)
+    respawn: asyncio.TimerHandle | None = None
 
 
 class ChunkPool:
     def __init__(self, slots: int, on_outcome: Callable[[ChunkOutcome], None], nice: int = 0,
-                 master: str = "", token: str = "") -> None:
+                 master: str = "", token: str = "", target: Callable[..., None] = child.main) -> None:
         self.loop = asyncio.get_running_loop()
+        self.target = target  # the chunk process's entry point (tests give one that dies at start)
         self.on_outcome = on_outcome
         self.nice = nice
         self.master, self.token = master, token  # for chunks' ranged reads and result uploads
@@ -68,13 +74,14 @@ class ChunkPool:
 
     def _spawn(self, slot: _Slot) -> None:
         parent, child_end = _ctx.Pipe()
-        proc = _ctx.Process(target=child.main, args=(child_end, self.nice, self.master, self.token,
+        proc = _ctx.Process(target=self.target, args=(child_end, self.nice, self.master, self.token,
                                                       self._log_path(slot)), daemon=True,
                             name=f"rvidia-chunk-{slot.number}")
         proc.start()
         child_end.close()
         slot.generation += 1
         slot.proc, slot.conn = proc, parent
+        slot.spawned_at = time.monotonic()
         threading.Thread(target=self._reader, args=(slot, slot.generation, parent, proc), daemon=True,
                          name=f"rvidia-pipe-{slot.number}").start()
 
@@ -122,6 +129,9 @@ class ChunkPool:
 
     def _start(self, slot: _Slot, task: ChunkTask, input_paths: dict[str, str]) -> None:
         if slot.proc is None:
+            if slot.respawn is not None:
+                slot.respawn.cancel()
+                slot.respawn = None
             self._spawn(slot)
         slot.task, slot.started = task, time.perf_counter()
         assert slot.conn is not None
@@ -157,10 +167,24 @@ class ChunkPool:
         task = slot.task
         slot.proc = slot.conn = None
         printed = child.read_log_tail(self._log_path(slot)) if task is not None else ""
+        quick = time.monotonic() - slot.spawned_at < QUICK_DEATH_SECONDS
+        if task is None and quick:  # died at start with nothing to run: do not spin, back off
+            slot.quick_deaths += 1
+            delay = min(MAX_RESPAWN_DELAY, 0.5 * 2 ** (slot.quick_deaths - 1))
+            log.warning("chunk process %d exited at start (%s); starting another in %.1f s",
+                        slot.number, oscompat.describe_exit(exitcode), delay)
+            slot.respawn = self.loop.call_later(delay, self._respawn_idle, slot)
+            return
+        slot.quick_deaths = 0
         self._spawn(slot)
         if task is not None:
             error = f"chunk process died ({oscompat.describe_exit(exitcode)})"
             self._finish(slot, self._failure(task, error, slot, printed))
+
+    def _respawn_idle(self, slot: _Slot) -> None:
+        slot.respawn = None
+        if slot.proc is None and not self.closed:
+            self._spawn(slot)
 
     def _timed_out(self, slot: _Slot, generation: int) -> None:
         task = slot.task
