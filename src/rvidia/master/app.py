@@ -91,29 +91,28 @@ def create_app(runtime: Runtime, auth: Auth) -> FastAPI:
     app.include_router(api.router)
     _add_error_handlers(app)
 
+    async def admitted(ws: WebSocket, action: str) -> Principal | None:
+        """The caller if its token allows ``action``; else the upgrade is refused with 401."""
+        principal = _ws_principal(ws, auth)
+        if principal is None or not principal.may(action):
+            await _deny(ws)
+            return None
+        return principal
+
     @app.websocket("/ws/worker")
     async def ws_worker(ws: WebSocket) -> None:
-        principal = _ws_principal(ws, auth)
-        if principal is None or not principal.may("work"):
-            await _deny(ws)
-            return
-        await serve_worker(ws, runtime, principal.name)
+        if (principal := await admitted(ws, "work")) is not None:
+            await serve_worker(ws, runtime, principal.name)
 
     @app.websocket("/ws/client")
     async def ws_client(ws: WebSocket) -> None:
-        principal = _ws_principal(ws, auth)
-        if principal is None or not principal.may("submit"):
-            await _deny(ws)
-            return
-        await serve_client(ws, runtime, principal.name)
+        if (principal := await admitted(ws, "submit")) is not None:
+            await serve_client(ws, runtime, principal.name)
 
     @app.websocket("/ws/events")
     async def ws_events(ws: WebSocket) -> None:
-        principal = _ws_principal(ws, auth)
-        if principal is None or not principal.may("submit"):
-            await _deny(ws)
-            return
-        await _stream_events(ws, runtime)
+        if await admitted(ws, "submit") is not None:
+            await _stream_events(ws, runtime)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

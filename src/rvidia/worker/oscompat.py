@@ -61,5 +61,5 @@ def install_term_handler(loop, callback) -> None:  # type: ignore[no-untyped-def
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, callback)
-        except (NotImplementedError, RuntimeError, ValueError):
+        except (RuntimeError, ValueError):  # Windows' loops raise a RuntimeError subclass here
             pass
