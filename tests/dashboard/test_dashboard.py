@@ -253,7 +253,7 @@ def test_every_page_at_desktop_size_has_no_console_errors(page, console, cluster
         assert page.title().endswith("· RVIDIA")
     for kind in page.eval_on_selector_all("#kind option", "els => els.map(e => e.value)"):
         page.select_option("#kind", kind)
-        page.wait_for_selector(f"#kind-description")
+        page.wait_for_selector("#kind-description")
         labels = page.eval_on_selector_all(
             ".submit-form input:not([type=hidden]), .submit-form select, .submit-form textarea",
             "els => els.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.id)")

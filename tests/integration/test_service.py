@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import assert_one_line_error, run_cli
+from harness import run_cli
 
 
 def _exec_start(text: str) -> list[str]:

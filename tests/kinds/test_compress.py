@@ -10,7 +10,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -107,18 +107,6 @@ def test_plan_splits_by_block_size_only(size: int, chunks: int, last_len: int | 
 
 
 # ---------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def one() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=1) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def three() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=3) as cluster:
-        yield cluster
 
 
 def _compress(cluster: rvidia.LocalCluster, folder: Path, data: bytes, **params: Any) -> tuple[Path, dict[str, Any]]:

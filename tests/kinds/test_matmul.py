@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import msgspec
 import numpy as np
@@ -142,18 +142,6 @@ def test_accepted_operands() -> None:
 
 
 # ---------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def one() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=1) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def three() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=3) as cluster:
-        yield cluster
 
 
 def _run(cluster: rvidia.LocalCluster, tmp: Path, a: Any, b: Any, **params: Any) -> tuple[np.ndarray, dict[str, Any]]:

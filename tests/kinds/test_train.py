@@ -8,7 +8,7 @@ import io
 import itertools
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
@@ -243,18 +243,6 @@ def test_stages_resume_from_the_persisted_state_like_a_restarted_master() -> Non
 
 
 # ---------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def one() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=1) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def three() -> Iterator[rvidia.LocalCluster]:
-    with rvidia.LocalCluster(workers=3) as cluster:
-        yield cluster
 
 
 def _model(cluster: rvidia.LocalCluster, job: Any) -> bytes:
