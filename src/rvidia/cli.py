@@ -102,6 +102,15 @@ def _size(value: str, hint: str) -> int:
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
+def _service_name(value: str | None, hint: str = "--advertise-name") -> str | None:
+    from rvidia.discovery import check_name
+
+    try:
+        return check_name(value) if value is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
 config_option = click.option(
     "--config", default=None, metavar="FILE",
     help="TOML settings file (keys: the long flags); flags override it [default: DATA_DIR/rvidia.toml if present].")
@@ -159,6 +168,11 @@ def main() -> None:
               help="How often retention runs by itself (0: only `rvidia gc`).")
 @click.option("--min-free-disk", default="1GiB", show_default=True, metavar="SIZE",
               help="Refuse uploads (507) when the data dir's disk has less free (bytes, or 500M, 2GiB).")
+@click.option("--max-running-per-user", default=0, show_default=True, type=click.IntRange(0),
+              help="Most chunks one user's jobs run at once (0: no limit).")
+@click.option("--no-advertise", is_flag=True, help="Do not advertise by mDNS (for `rvidia worker --discover`).")
+@click.option("--advertise-name", default=None, metavar="NAME",
+              help="mDNS instance name [default: 'rvidia on HOST:PORT'].")
 @config_option
 @click.pass_context
 def master(ctx: click.Context, config: str | None, **_: Any) -> None:
@@ -168,7 +182,8 @@ def master(ctx: click.Context, config: str | None, **_: Any) -> None:
 
 def _start_master(host: str, port: int, data_dir: str | None, token: str | None, worker_timeout: float,
                   max_upload: int, tls_cert: str | None, tls_key: str | None, log_level: str, retention: str,
-                  gc_interval: str, min_free_disk: str) -> None:
+                  gc_interval: str, min_free_disk: str, max_running_per_user: int = 0, no_advertise: bool = False,
+                  advertise_name: str | None = None) -> None:
     import logging
 
     from rvidia.master.server import MasterSettings, serve
@@ -182,7 +197,9 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
                               max_upload_bytes=max_upload, tls_cert=tls_cert, tls_key=tls_key, log_level=log_level,
                               retention=_duration(retention, "--retention"),
                               gc_interval=_duration(gc_interval, "--gc-interval"),
-                              min_free_disk=_size(min_free_disk, "--min-free-disk"))
+                              min_free_disk=_size(min_free_disk, "--min-free-disk"),
+                              max_running_per_user=max_running_per_user,
+                              advertise=not no_advertise, advertise_name=_service_name(advertise_name))
     try:
         serve(settings)
     except (StoreError, OSError) as exc:
@@ -197,9 +214,29 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
 @click.option("--allow-code", is_flag=True, help="Run submitters' Python functions (map jobs).")
 @click.option("--resources", default=None, metavar="NAME=N,...", help="Resources offered, e.g. gpu=1,ram_gb=16.")
 @click.option("--nice", default=0, show_default=True, type=click.IntRange(0, 19),
-              help="CPU niceness of chunk processes.")
+              help="CPU niceness of chunk processes (with owner-first they run at 19 whatever this says).")
+@click.option("--owner-first/--no-owner-first", default=True, show_default=True,
+              help="The machine's owner comes first: chunks at nice 19, paused (and stopped) while the "
+                   "owner's CPU use is high.")
+@click.option("--owner-cpu", default=50.0, show_default=True, type=click.FloatRange(0, 100), metavar="PERCENT",
+              help="Owner-first: pause when programs other than RVIDIA's use more than this percent of the "
+                   "machine for 5 s; lend again after 30 s below it.")
+@click.option("--vacate-after", default=60.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+              help="Owner-first: seconds paused before the stopped chunks are handed back to run elsewhere.")
+@click.option("--hours", default=None, metavar="HH:MM-HH:MM[,...]",
+              help="Lend the machine only in these local hours, e.g. 18:00-08:00 (may wrap midnight); "
+                   "outside them it takes no new chunks [default: always].")
+@click.option("--max-slots", default=None, type=click.IntRange(1),
+              help="Never run more chunks at once than this, whatever --slots or the default says.")
 @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to let running chunks finish before handing them back.")
+@click.option("--discover", is_flag=True, help="Find the master by mDNS (_rvidia._tcp) instead of --master.")
+@click.option("--discover-interface", default=None, metavar="ADDR",
+              help="With --discover: browse on the interface with this address [default: all].")
+@click.option("--discover-timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="With --discover: seconds to wait for a master.")
+@click.option("--discover-name", default=None, metavar="NAME",
+              help="With --discover: only the master advertised under this name (see master --advertise-name).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @config_option
@@ -210,13 +247,19 @@ def worker(ctx: click.Context, config: str | None, **_: Any) -> None:
 
 
 def _start_worker(master: str | None, token: str | None, slots: int | None, name: str | None, allow_code: bool,
-                  resources: str | None, nice: int, grace: float, log_level: str) -> None:
+                  resources: str | None, nice: int, grace: float, log_level: str, discover: bool = False,
+                  discover_interface: str | None = None, discover_timeout: float = 30.0,
+                  discover_name: str | None = None, owner_first: bool = True, owner_cpu: float = 50.0,
+                  vacate_after: float = 60.0, hours: str | None = None, max_slots: int | None = None) -> None:
     import logging
 
     from rvidia.worker import facts
     from rvidia.worker.agent import WorkerSettings, run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    owner = _owner_settings(owner_first, owner_cpu, vacate_after, hours, nice)
+    if discover and master:
+        _fail("--discover and --master exclude each other: give one of them", EXIT_USAGE)
     try:
         url = addresses.master_url(master)
     except ValueError as exc:
@@ -224,9 +267,46 @@ def _start_worker(master: str | None, token: str | None, slots: int | None, name
     tok = addresses.token(token)
     if not tok:
         _fail("no token: pass --token, set RVIDIA_TOKEN, or run where the master's data dir is", EXIT_UNREACHABLE)
-    settings = WorkerSettings(master=url, token=tok, slots=slots or facts.cores(), name=name or facts.hostname(),
-                              allow_code=allow_code, resources=parse_resources(resources), nice=nice, grace=grace)
+    if discover:  # the found URL is kept for reconnects; restart the worker to look again
+        url = _discover(discover_interface, discover_timeout, _service_name(discover_name, "--discover-name"))
+    slots = min(slots or facts.cores(), max_slots or sys.maxsize)  # --max-slots caps whatever gave the slots
+    settings = WorkerSettings(master=url, token=tok, slots=slots, name=name or facts.hostname(),
+                              allow_code=allow_code, resources=parse_resources(resources), grace=grace, **owner)
     sys.exit(run_worker(settings))
+
+
+def _owner_settings(owner_first: bool, owner_cpu: float, vacate_after: float, hours: str | None,
+                    nice: int) -> dict[str, Any]:
+    """WorkerSettings' owners-first fields (docs/operations.md): with owner-first, chunks run at nice 19
+    whatever --nice says. Checked before anything else, so a bad --hours is exit 2 with one line."""
+    from rvidia.worker import owner
+
+    try:
+        ranges = owner.parse_hours(hours)
+    except ValueError as exc:
+        _fail(f"bad --hours: {exc}", EXIT_USAGE)
+    try:
+        windows = owner.windows_from_env()
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    return {"owner_first": owner_first, "owner_cpu": owner_cpu, "vacate_after": vacate_after, "hours": ranges,
+            "windows": windows, "nice": 19 if owner_first else nice}
+
+
+def _discover(interface: str | None, timeout: float, name: str | None) -> str:
+    """The URL of the first master found by mDNS; exit 3 with the reason when none answers."""
+    from rvidia.discovery import DiscoveryError, browse
+
+    try:  # silent while it looks: on failure, stderr holds exactly the one-line reason
+        found = browse(interface, timeout, name)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+        raise
+    except DiscoveryError as exc:
+        click.echo(f"rvidia: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(f"rvidia: found master {found.name!r} at {found.url} (version {found.version or '?'})", err=True)
+    return found.url
 
 
 @main.command()
@@ -234,15 +314,17 @@ def _start_worker(master: str | None, token: str | None, slots: int | None, name
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", default=None, help="[default ~/.rvidia]")
+@click.option("--no-advertise", is_flag=True, help="Do not advertise the master by mDNS.")
 @handle_errors
-def up(workers: int, host: str, port: int, data_dir: str | None) -> None:
+def up(workers: int, host: str, port: int, data_dir: str | None, no_advertise: bool) -> None:
     """Master plus local workers in one command; Ctrl-C stops all of it."""
     import signal
     import time
 
     from rvidia.client.local import LocalCluster
 
-    cluster = LocalCluster(workers, data_dir=addresses.data_dir(data_dir), host=host, port=port, quiet=False)
+    cluster = LocalCluster(workers, data_dir=addresses.data_dir(data_dir), host=host, port=port, quiet=False,
+                           advertise=not no_advertise)
     click.echo(f"rvidia: dashboard at {cluster.url}/  (token: {cluster.token})", err=True)
     click.echo(f"rvidia: {workers} local workers joined; submit with e.g. "
                f"`rvidia submit montecarlo -p samples=100000000 --wait`; Ctrl-C stops everything", err=True)

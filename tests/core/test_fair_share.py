@@ -84,3 +84,31 @@ def test_jobs_without_a_user_share_as_one() -> None:
                    WorkerJoined("w", slots=4))
     counts = Counter(a.job_id for a in assigns(out))
     assert counts["z"] == 2 and counts["x"] + counts["y"] == 2
+
+
+def test_per_user_limit_caps_running_chunks_and_frees_slots_for_others() -> None:
+    from rvidia.core.events import CancelJob, WorkerLeft
+
+    s = Scheduler(clock=lambda: 1000.0, worker_timeout=10.0, user_limit=2)
+    first = assigns(s.handle(JobSubmitted("a1", 100, user="alice"), JobSubmitted("a2", 100, user="alice"),
+                             WorkerJoined("w1", slots=3), WorkerJoined("w2", slots=3)))
+    assert len(first) == 2  # four more slots stay free: alice is at her limit
+    assert s.reason("a1") == "its user already runs 2 chunks, the per-user limit"
+    # Finishing one lets exactly one more start.
+    again = assigns(s.handle(ok(first[0])))
+    assert len(again) == 1
+    # Another user is not held back by alice's limit.
+    bob = assigns(s.handle(JobSubmitted("b1", 100, user="bob")))
+    assert len(bob) == 2 and {a.job_id for a in bob} == {"b1"}
+    # Lost and cancelled chunks give the count back.
+    running_a = [first[1], again[0]]
+    lost_worker = running_a[0].worker_id
+    s.handle(WorkerLeft(lost_worker, "gone"))
+    s.handle(CancelJob("a1"), CancelJob("a2"), CancelJob("b1"))
+    out = assigns(s.handle(JobSubmitted("a3", 10, user="alice")))
+    assert len(out) == 2 and {a.job_id for a in out} == {"a3"}
+
+
+def test_no_limit_by_default() -> None:
+    out = assigns(make().handle(JobSubmitted("a1", 100, user="alice"), WorkerJoined("w1", slots=5)))
+    assert len(out) == 5

@@ -177,8 +177,10 @@ class Master:
 
 def start_worker(procs: Processes, url: str, token: str, name: str, slots: int = 1,
                  extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    """``python -m rvidia worker`` with the token in RVIDIA_TOKEN."""
-    args = ["worker", "--master", url, "--slots", str(slots), "--name", name, "--grace", "1", *extra]
+    """``python -m rvidia worker`` with the token in RVIDIA_TOKEN; owner-first off (the test machine's
+    own load must not pause it) unless ``extra`` turns it on."""
+    args = ["worker", "--master", url, "--slots", str(slots), "--name", name, "--grace", "1", "--no-owner-first",
+            *extra]
     return procs.spawn(args, clean_env(RVIDIA_TOKEN=token), f"worker-{name}")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import rvidia
-from harness import run_cli, wait_until
+from harness import (Processes, reference_result, run_cli, start_cluster, start_worker, wait_for_workers,
+                     wait_until)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,3 +58,27 @@ def test_drain_while_a_job_runs_then_undrain() -> None:
         assert view()["drained"] is False
         wait_until(lambda: len(on_w1()) > len(before), 30, message="local-1 to take chunks again")
         assert job.result(timeout=60) == [x * x for x in range(24)]
+
+
+def test_a_workers_own_sigterm_drains_it_before_it_exits(procs: Processes, tmp_path: Path) -> None:
+    """SIGTERM: shown drained at once, its running chunk finishes there, nothing new starts, exit 0."""
+    cluster = start_cluster(procs, tmp_path / "data", workers=1)
+    leaving = start_worker(procs, cluster.url, cluster.token, "leaving", 1, extra=("--grace", "30"))
+    wait_for_workers(cluster.api, ["leaving"])
+    samples, chunk = 16 * 40_000_000, 40_000_000  # 16 chunks of about 0.4 s each
+    job_id = cluster.submit("montecarlo", samples=samples, seed=5, chunk_samples=chunk)
+    wid = cluster.workers_by_name()["leaving"]["id"]
+
+    def on_leaving() -> list[dict[str, Any]]:
+        return [c for c in cluster.chunks(job_id) if c["worker"] == wid]
+
+    wait_until(lambda: any(c["state"] == "running" for c in on_leaving()), 30, message="a chunk on 'leaving'")
+    leaving.send_signal(signal.SIGTERM)
+    shown = wait_until(lambda: (w := cluster.workers_by_name()["leaving"])["drained"] and w, 10,
+                       message="'leaving' to be shown drained")
+    assert shown["state"] != "busy" or shown["running"] == 1
+    assert leaving.wait(60) == 0
+    mine = on_leaving()
+    assert mine and all(c["state"] == "done" for c in mine), mine  # finished, not handed back
+    assert cluster.wait_job(job_id, 180)["result"] == reference_result(samples, 5, chunk)
+    assert len(cluster.chunks(job_id)) == 16 and len(on_leaving()) == len(mine)

@@ -14,6 +14,8 @@ from typing import Any, AsyncIterator, Iterator
 import msgspec
 import pytest
 import websockets
+
+import rvidia
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .live_master import LiveMaster, async_wait_until
@@ -55,8 +57,10 @@ class FakeWorker:
     """A hand-written worker: heartbeats (unless silent) and answers Assigns (unless told not to)."""
 
     def __init__(self, master: LiveMaster, name: str = "good", slots: int = 2, heartbeat: float | None = 0.2,
-                 answer: bool = True, duplicate: bool = False, worker_id: str | None = None) -> None:
+                 answer: bool = True, duplicate: bool = False, worker_id: str | None = None,
+                 hello_frame: bytes | None = None) -> None:
         self.master, self.name, self.slots, self.worker_id = master, name, slots, worker_id
+        self.hello_frame = hello_frame
         self.heartbeat, self.answer, self.duplicate = heartbeat, answer, duplicate
         self.assigned: list[m.ChunkTask] = []
         self.sent: list[m.ChunkOutcome] = []
@@ -66,7 +70,8 @@ class FakeWorker:
 
     async def start(self) -> "FakeWorker":
         self.ws = await connect(self.master)
-        await self.ws.send(m.encode(hello(name=self.name, slots=self.slots, worker_id=self.worker_id)))
+        await self.ws.send(self.hello_frame or m.encode(hello(name=self.name, slots=self.slots,
+                                                              worker_id=self.worker_id)))
         welcome = m.decode(await asyncio.wait_for(self.ws.recv(), 10))
         assert isinstance(welcome, m.Welcome) and welcome.worker_id
         self.id = welcome.worker_id
@@ -260,12 +265,34 @@ async def test_user_token_may_not_join_as_worker(master: LiveMaster) -> None:
     assert info.value.response.status_code == 401
 
 
+def _minor_away(steps: int) -> str:
+    major, minor = (int(p) for p in rvidia.__version__.split(".")[:2])
+    return f"{major}.{minor + steps}.0"
+
+
+async def test_a_worker_one_minor_release_apart_joins_and_works(master: LiveMaster) -> None:
+    """An older or newer minor release is let in; fields it adds that this master does not know are
+    ignored, so its results count like anyone's."""
+    frame = msgspec.msgpack.encode({**msgspec.structs.asdict(hello(name="newer", package_version=_minor_away(1))),
+                                    "type": "hello", "added_in_a_later_release": [1, 2]})
+    newer = await FakeWorker(master, name="newer", hello_frame=frame).start()
+    try:
+        await assert_good_worker_works(master, newer, seed=41)
+        shown = (await workers(master))[newer.id]
+        assert shown["version"] == _minor_away(1)
+    finally:
+        await newer.stop()
+
+
 # ---------------------------------------------------------------- bad clients
 
 BIG = b"\x00" * (m.MAX_FRAME_BYTES + 1)
 # name: (send hello first?, what to send then, expected close code, words in the Refused/close reason)
 BAD: dict[str, tuple[bool, Any, int, str]] = {
     "wrong version": (False, m.encode(hello(version=99)), m.CLOSE_VERSION, "version 99"),
+    "two minor releases away": (False, m.encode(hello(package_version=_minor_away(2))), m.CLOSE_VERSION,
+                                "more than one minor version"),
+    "other major release": (False, m.encode(hello(package_version="99.0.0")), m.CLOSE_VERSION, "99.0.0"),
     "text first": (False, "hello", m.CLOSE_UNSUPPORTED, "binary"),
     "garbage first": (False, b"\xc1garbage", m.CLOSE_PROTOCOL_ERROR, "invalid message"),
     "heartbeat first": (False, m.encode(m.Heartbeat(sent_at=1.0)), m.CLOSE_PROTOCOL_ERROR, "must be a hello"),

@@ -34,14 +34,15 @@ class LocalCluster(Cluster):
 
     def __init__(self, workers: int = 2, *, slots: int | None = None, data_dir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", port: int = 0, allow_code: bool = True,
-                 worker_timeout: float | None = None, quiet: bool = True, start_timeout: float = 60.0) -> None:
+                 worker_timeout: float | None = None, quiet: bool = True, start_timeout: float = 60.0,
+                 advertise: bool = False) -> None:
         self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="rvidia-local-")
         self.data_dir = Path(data_dir if data_dir is not None else self._tmp)  # type: ignore[arg-type]
         self.procs: list[subprocess.Popen[str]] = []
         self._quiet = quiet
         self._closed = False
         try:
-            url = self._start_master(host, port, worker_timeout, start_timeout)
+            url = self._start_master(host, port, worker_timeout, start_timeout, advertise)
             token = (self.data_dir / "token").read_text().strip()
             super().__init__(url, token)
             for i in range(workers):
@@ -60,8 +61,11 @@ class LocalCluster(Cluster):
         self.procs.append(proc)
         return proc
 
-    def _start_master(self, host: str, port: int, worker_timeout: float | None, timeout: float) -> str:
+    def _start_master(self, host: str, port: int, worker_timeout: float | None, timeout: float,
+                      advertise: bool = False) -> str:
         args = ["master", "--host", host, "--port", str(port), "--data-dir", str(self.data_dir)]
+        if not advertise:  # a throwaway cluster (rvidia run, tests) is no service to announce; `up` asks
+            args.append("--no-advertise")
         if worker_timeout is not None:
             args += ["--worker-timeout", str(worker_timeout)]
         self.master_proc = self._spawn(args)
@@ -74,7 +78,9 @@ class LocalCluster(Cluster):
     def add_worker(self, slots: int = 1, name: str | None = None, allow_code: bool = True,
                    extra: list[str] | None = None) -> subprocess.Popen[str]:
         """Start one more local worker process (tests kill these to check recovery)."""
-        args = ["worker", "--master", self.url, "--slots", str(slots), "--grace", "1"]
+        # Local workers share the machine with the person who started them: owner-first would pause
+        # them for that person's own submitting and waiting (`extra` may turn it back on).
+        args = ["worker", "--master", self.url, "--slots", str(slots), "--grace", "1", "--no-owner-first"]
         if name:
             args += ["--name", name]
         if allow_code:

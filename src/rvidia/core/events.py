@@ -109,6 +109,19 @@ class ChunkFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkHandedBack:
+    """The worker gave the attempt back unfinished (its owner needs the machine): run it elsewhere,
+    as if its worker had been lost; not a failed attempt."""
+
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+    reason: str = "handed back by its worker"
+
+
+@dataclass(frozen=True, slots=True)
 class CancelJob:
     job_id: str
 
@@ -127,7 +140,7 @@ class Tick:
 
 Event = (
     WorkerJoined | WorkerLeft | WorkerSeen | CapacityChanged | DrainWorker | JobSubmitted
-    | StageStarted | ChunkSucceeded | ChunkFailed | CancelJob | FinishJob | Tick
+    | StageStarted | ChunkSucceeded | ChunkFailed | ChunkHandedBack | CancelJob | FinishJob | Tick
 )
 
 # ---------------------------------------------------------------- instructions

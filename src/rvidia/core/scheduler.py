@@ -21,9 +21,12 @@ MAX_LOSSES = 10
 class Scheduler:
     """Events in, instructions out; see ``rvidia.core.events`` for both."""
 
-    def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0) -> None:
+    def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0, user_limit: int = 0) -> None:
         self.clock = clock
         self.worker_timeout = worker_timeout
+        # At most this many running chunks per user (0: no limit), so one person cannot fill a pool.
+        self.user_limit = user_limit
+        self._user_running: dict[str, int] = {}
         self.workers: dict[str, WorkerEntry] = {}
         self.jobs: dict[str, JobEntry] = {}
         # Least recently served job first: iteration order is the round-robin order.
@@ -66,6 +69,8 @@ class Scheduler:
             return f"no worker has the resources asked ({wanted})"
         if not any(w.can_serve(req) and not (w.paused or w.drained) for w in live):
             return "every worker that could run it is paused or drained"
+        if self._at_user_limit(job.user):
+            return f"its user already runs {self.user_limit} chunks, the per-user limit"
         return None
 
     def running_on(self, worker_id: str) -> int:
@@ -120,12 +125,18 @@ class Scheduler:
             if job is None or job.stage != stage or job.running.get(index) != (worker_id, attempt):
                 continue
             del job.running[index]
-            job.losses[index] = job.losses.get(index, 0) + 1
-            if job.losses[index] >= MAX_LOSSES:
-                self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row", index)
-                continue
-            job.pending.push_retry(index)
-            self._out.append(ev.RetryChunk(job_id, stage, index, f"worker {worker_id} lost: {reason}", lost=True))
+            self._count_running(job.user, -1)
+            self._requeue_lost(job, index, f"worker {worker_id} lost: {reason}")
+
+    def _requeue_lost(self, job: JobEntry, index: int, error: str) -> None:
+        """Run the chunk again elsewhere without counting a failed attempt (its worker went away or
+        gave it back); a chunk lost MAX_LOSSES times in a row fails its job instead of looping."""
+        job.losses[index] = job.losses.get(index, 0) + 1
+        if job.losses[index] >= MAX_LOSSES:
+            self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row", index)
+            return
+        job.pending.push_retry(index)
+        self._out.append(ev.RetryChunk(job.job_id, job.stage, index, error, lost=True))
 
     def _refresh_free(self, worker_id: str) -> None:
         worker = self.workers.get(worker_id)
@@ -153,6 +164,7 @@ class Scheduler:
             return
         job.stage, job.n_chunks, job.done = e.stage, e.n_chunks, 0
         job.pending = PendingChunks(e.n_chunks)
+        self._count_running(job.user, -len(job.running))
         job.running.clear()
         job.attempts.clear()
         job.failures.clear()
@@ -174,6 +186,7 @@ class Scheduler:
         for index, (worker_id, attempt) in list(job.running.items()):
             self._release(worker_id, (job.job_id, job.stage, index))
             self._out.append(ev.CancelChunk(worker_id, job.job_id, job.stage, index, attempt))
+        self._count_running(job.user, -len(job.running))
         job.running.clear()
         job.pending.clear()
         self.jobs.pop(job.job_id, None)
@@ -189,7 +202,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ outcomes
 
-    def _current(self, e: ev.ChunkSucceeded | ev.ChunkFailed) -> JobEntry | None:
+    def _current(self, e: ev.ChunkSucceeded | ev.ChunkFailed | ev.ChunkHandedBack) -> JobEntry | None:
         """The job if this outcome is for the live attempt of a running chunk, else None."""
         job = self.jobs.get(e.job_id)
         if job is None or job.stage != e.stage or job.running.get(e.index) != (e.worker_id, e.attempt):
@@ -197,6 +210,7 @@ class Scheduler:
             self._out.append(ev.DropResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt, why))
             return None
         del job.running[e.index]
+        self._count_running(job.user, -1)
         self._release(e.worker_id, (e.job_id, e.stage, e.index))
         return job
 
@@ -219,6 +233,21 @@ class Scheduler:
             return
         job.pending.push_retry(e.index)
         self._out.append(ev.RetryChunk(e.job_id, e.stage, e.index, e.error))
+
+    def _at_user_limit(self, user: str) -> bool:
+        return 0 < self.user_limit <= self._user_running.get(user, 0)
+
+    def _count_running(self, user: str, delta: int) -> None:
+        count = self._user_running.get(user, 0) + delta
+        if count > 0:
+            self._user_running[user] = count
+        else:
+            self._user_running.pop(user, None)
+
+    def _on_chunk_handed_back(self, e: ev.ChunkHandedBack) -> None:
+        job = self._current(e)
+        if job is not None:
+            self._requeue_lost(job, e.index, f"handed back by worker {e.worker_id}: {e.reason}")
 
     def _release(self, worker_id: str, key: ChunkKey) -> None:
         worker = self.workers.get(worker_id)
@@ -279,7 +308,7 @@ class Scheduler:
 
     def _try_assign(self, job: JobEntry) -> bool:
         """Give the job's next chunk to the best eligible free worker, if there is one."""
-        if not job.pending:
+        if not job.pending or self._at_user_limit(job.user):
             return False
         worker = self._pick_worker(job)
         if worker is None:
@@ -303,6 +332,7 @@ class Scheduler:
         attempt = job.attempts.get(index, 0) + 1
         job.attempts[index] = attempt
         job.running[index] = (worker.worker_id, attempt)
+        self._count_running(job.user, 1)
         worker.running[(job.job_id, job.stage, index)] = attempt
         self._refresh_free(worker.worker_id)
         self._order.move_to_end(job.job_id)
@@ -321,6 +351,7 @@ _HANDLERS: dict[type, Callable[[Scheduler, ev.Event], None]] = {  # type: ignore
     ev.StageStarted: Scheduler._on_stage_started,
     ev.ChunkSucceeded: Scheduler._on_chunk_succeeded,
     ev.ChunkFailed: Scheduler._on_chunk_failed,
+    ev.ChunkHandedBack: Scheduler._on_chunk_handed_back,
     ev.CancelJob: Scheduler._on_cancel,
     ev.FinishJob: Scheduler._on_finish,
     ev.Tick: Scheduler._on_tick,

@@ -74,12 +74,12 @@ class ActiveJob:
 class Runtime:
     def __init__(self, store: Store, blobs: BlobStore, worker_timeout: float = 10.0,
                  heartbeat_interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 version: str = "") -> None:
+                 version: str = "", user_limit: int = 0) -> None:
         self.store = store
         self.blobs = blobs
         self.heartbeat_interval = heartbeat_interval
         self.version = version
-        self.scheduler = Scheduler(clock, worker_timeout)
+        self.scheduler = Scheduler(clock, worker_timeout, user_limit)
         self.bus = EventBus()
         self.links: dict[str, WorkerLink] = {}
         self.workers: dict[str, WorkerInfo] = {}
@@ -314,7 +314,10 @@ class Runtime:
             for item in msg.items:
                 if item.log:  # what the chunk printed, kept for its latest attempt only
                     self.store.chunk_log(item.job_id, item.stage, item.index, item.attempt, item.log)
-                if item.ok:
+                if item.handed_back:
+                    events.append(ev.ChunkHandedBack(wid, item.job_id, item.stage, item.index, item.attempt,
+                                                     item.error or "handed back by its worker"))
+                elif item.ok:
                     self._staged[(item.job_id, item.stage, item.index, item.attempt)] = item.result
                     events.append(ev.ChunkSucceeded(wid, item.job_id, item.stage, item.index, item.attempt))
                 else:
@@ -325,6 +328,9 @@ class Runtime:
         elif isinstance(msg, m.Capacity):
             info.slots, info.paused = msg.slots, msg.paused
             events.append(ev.CapacityChanged(wid, msg.slots, msg.paused))
+            if msg.leaving:
+                info.drained = True
+                events.append(ev.DrainWorker(wid, True))
         elif isinstance(msg, m.Bye):
             events.append(ev.WorkerLeft(wid, f"worker left ({msg.reason or 'no reason given'})"))
         else:

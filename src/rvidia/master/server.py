@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
-from rvidia import __version__
+from rvidia import __version__, discovery
 from rvidia.loops import loop_factory
 from rvidia.master.app import create_app
 from rvidia.master.auth import Auth
@@ -38,6 +39,9 @@ class MasterSettings:
     retention: float = 7 * 86400.0  # seconds finished jobs and their blobs are kept
     gc_interval: float = 3600.0  # seconds between automatic retention runs (0: only `rvidia gc`)
     min_free_disk: int = 1024**3  # uploads are refused (507) when free disk falls under this
+    max_running_per_user: int = 0  # most chunks one user's jobs run at once (0: no limit)
+    advertise: bool = True  # mDNS (_rvidia._tcp) on the bound interface, for `rvidia worker --discover`
+    advertise_name: str | None = None  # the mDNS instance name [default "rvidia on HOST:PORT"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,7 +61,8 @@ def build(settings: MasterSettings) -> tuple[Runtime, Auth, str | None]:
     auth = Auth(store)
     new_token = auth.ensure_admin(settings.data_dir, settings.token)
     runtime = Runtime(store, blobs, worker_timeout=settings.worker_timeout,
-                      heartbeat_interval=settings.heartbeat_interval, version=__version__)
+                      heartbeat_interval=settings.heartbeat_interval, version=__version__,
+                      user_limit=settings.max_running_per_user)
     runtime.retention, runtime.gc_interval = settings.retention, settings.gc_interval
     blobs.min_free = settings.min_free_disk
     return runtime, auth, new_token
@@ -79,14 +84,27 @@ def serve(settings: MasterSettings) -> None:
         ssl_keyfile=settings.tls_key, access_log=False, lifespan="on",
         loop="auto", ws="websockets-sansio", timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_run(server, "https" if tls else "http"))
+        runner.run(_run(server, "https" if tls else "http", settings))
 
 
 
 
-async def _run(server: uvicorn.Server, scheme: str) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn's server, unregistering the mDNS advertisement as its shutdown begins: after SIGINT or
+    SIGTERM uvicorn re-raises the signal once serve() returns, so later would be too late."""
+
+    advertiser: discovery.Advertiser | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.advertiser is not None:
+            advertiser, self.advertiser = self.advertiser, None
+            await asyncio.to_thread(advertiser.stop)  # goodbye packets, bounded
+        await super().shutdown(sockets)
+
+
+async def _run(server: uvicorn.Server, scheme: str, settings: MasterSettings | None = None) -> None:
     async def announce() -> None:
         while not server.started:
             if server.should_exit:
@@ -96,6 +114,8 @@ async def _run(server: uvicorn.Server, scheme: str) -> None:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"rvidia master listening on {scheme}://{shown}:{port}", flush=True)
+        if settings is not None and settings.advertise and isinstance(server, _Server):
+            server.advertiser = discovery.advertise(host, port, scheme, settings.advertise_name)
 
     task = asyncio.create_task(announce())
     await server.serve()

@@ -37,6 +37,7 @@ class WorkerInfo:
     lost_at: float | None = None
     lost_reason: str | None = None
     token_name: str = ""  # which token it joined with: revoking that token disconnects it
+    version: str = ""  # its RVIDIA release, when it said (one minor release apart is allowed)
 
     @classmethod
     def from_hello(cls, wid: str, hello: m.Hello, host: str) -> "WorkerInfo":
@@ -44,7 +45,7 @@ class WorkerInfo:
         return cls(id=wid, name=hello.name, host=hello.host or host, os=hello.os, python=hello.python,
                    cores=hello.cores, memory_bytes=hello.memory_bytes, slots=hello.slots, speed=hello.speed,
                    allow_code=hello.allow_code, resources=dict(hello.resources), joined_at=now,
-                   last_seen=now)
+                   last_seen=now, version=hello.package_version)
 
     def seen(self) -> None:
         self.last_seen = time.time()
@@ -72,5 +73,5 @@ class WorkerInfo:
             "last_seen": _iso(self.last_seen), "os": self.os, "python": self.python,
             "allow_code": self.allow_code, "resources": self.resources, "drained": self.drained,
             "cpu_percent": self.cpu_percent, "memory_percent": self.memory_percent,
-            "joined_at": _iso(self.joined_at), "lost_reason": self.lost_reason,
+            "joined_at": _iso(self.joined_at), "lost_reason": self.lost_reason, "version": self.version,
         }

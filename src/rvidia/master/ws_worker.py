@@ -11,6 +11,7 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from rvidia import __version__
 from rvidia.master.runtime import Runtime
 from rvidia.protocol import messages as m
 
@@ -89,6 +90,10 @@ async def _read_hello(ws: WebSocket) -> m.Hello | None:
     if hello.version != m.PROTOCOL_VERSION:
         await _refuse(ws, m.CLOSE_VERSION, f"protocol version {hello.version} is not supported; "
                       f"this master speaks version {m.PROTOCOL_VERSION}: install the same RVIDIA version")
+        return None
+    gap = m.version_gap(__version__, hello.package_version)
+    if gap is not None:
+        await _refuse(ws, m.CLOSE_VERSION, gap)
         return None
     if hello.slots < 0 or hello.cores < 0:
         await _refuse(ws, m.CLOSE_PROTOCOL_ERROR, "slots and cores must not be negative")

@@ -15,7 +15,7 @@ import msgspec
 MAX_INLINE_BYTES = 16 * 1024 * 1024
 
 
-class SubmitJob(msgspec.Struct, tag="submit", forbid_unknown_fields=True):
+class SubmitJob(msgspec.Struct, tag="submit"):
     ref: int  # the client's number for this submission, echoed in the answer
     kind: str
     params: dict[str, Any] = {}
@@ -26,21 +26,21 @@ class SubmitJob(msgspec.Struct, tag="submit", forbid_unknown_fields=True):
     timeout: float | None = None
 
 
-class CancelJob(msgspec.Struct, tag="cancel", forbid_unknown_fields=True):
+class CancelJob(msgspec.Struct, tag="cancel"):
     job_id: str
 
 
-class Accepted(msgspec.Struct, tag="accepted", forbid_unknown_fields=True):
+class Accepted(msgspec.Struct, tag="accepted"):
     ref: int
     job_id: str
 
 
-class Rejected(msgspec.Struct, tag="rejected", forbid_unknown_fields=True):
+class Rejected(msgspec.Struct, tag="rejected"):
     ref: int
     error: str
 
 
-class ChunkDone(msgspec.Struct, tag="chunk", forbid_unknown_fields=True):
+class ChunkDone(msgspec.Struct, tag="chunk"):
     """One accepted chunk result of a job this connection submitted (msgpack from the kind)."""
 
     job_id: str
@@ -48,7 +48,7 @@ class ChunkDone(msgspec.Struct, tag="chunk", forbid_unknown_fields=True):
     result: bytes
 
 
-class JobEnded(msgspec.Struct, tag="ended", forbid_unknown_fields=True):
+class JobEnded(msgspec.Struct, tag="ended"):
     job_id: str
     state: str
     error: str | None = None

@@ -3,6 +3,10 @@
 Every frame is one binary msgpack message whose tag names its type. Bulk data (chunk payloads and
 results) travels as raw ``bytes`` fields, never as base64 or lists. Tasks and results are batched
 (``Assign.tasks``, ``Results.items``) so that a deep queue costs one frame, not one per chunk.
+
+Compatibility: within one ``PROTOCOL_VERSION``, a release may only add fields with defaults, and a
+receiver ignores fields it does not know, so a master and workers one minor release apart understand
+each other (``version_gap`` says whether two releases may meet at all).
 """
 
 from __future__ import annotations
@@ -25,7 +29,26 @@ CLOSE_AUTH = 4001
 CLOSE_REPLACED = 4002
 
 
-class Hello(msgspec.Struct, tag="hello", forbid_unknown_fields=True):
+def version_gap(mine: str, theirs: str) -> str | None:
+    """Why releases ``mine`` and ``theirs`` cannot work together, or None when they can.
+
+    Same major release and at most one minor release apart: they share the protocol, and the newer
+    side only sends optional fields the older one ignores. An empty ``theirs`` (a peer too old to say)
+    is let in on the protocol version alone.
+    """
+    if not theirs:
+        return None
+    try:
+        a, b = (tuple(int(p) for p in v.split(".")[:2]) for v in (mine, theirs))
+    except ValueError:
+        return f"cannot read the version {theirs!r}"
+    if a[0] != b[0] or abs(a[1] - b[1]) > 1:
+        return (f"RVIDIA {theirs} is more than one minor version away from {mine}: "
+                f"install {'.'.join(map(str, a))}.x on both")
+    return None
+
+
+class Hello(msgspec.Struct, tag="hello"):
     """First message of a worker: who it is and what it offers."""
 
     version: int
@@ -41,9 +64,11 @@ class Hello(msgspec.Struct, tag="hello", forbid_unknown_fields=True):
     resources: dict[str, float] = {}
     # Set when a worker reconnects, so the master can keep its identity.
     worker_id: str | None = None
+    # The worker's RVIDIA release ("0.1.0"): the master refuses one more than a minor version away.
+    package_version: str = ""
 
 
-class Welcome(msgspec.Struct, tag="welcome", forbid_unknown_fields=True):
+class Welcome(msgspec.Struct, tag="welcome"):
     """The master's answer to a Hello: the worker's id and the heartbeat period to keep."""
 
     worker_id: str
@@ -51,13 +76,13 @@ class Welcome(msgspec.Struct, tag="welcome", forbid_unknown_fields=True):
     master_version: str
 
 
-class Refused(msgspec.Struct, tag="refused", forbid_unknown_fields=True):
+class Refused(msgspec.Struct, tag="refused"):
     """Sent just before the master closes a connection it will not serve."""
 
     reason: str
 
 
-class Heartbeat(msgspec.Struct, tag="heartbeat", forbid_unknown_fields=True):
+class Heartbeat(msgspec.Struct, tag="heartbeat"):
     """Either side says it is alive; the worker also reports its load."""
 
     sent_at: float
@@ -66,14 +91,16 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", forbid_unknown_fields=True):
     memory_percent: float = 0.0
 
 
-class Capacity(msgspec.Struct, tag="capacity", forbid_unknown_fields=True):
+class Capacity(msgspec.Struct, tag="capacity"):
     """The worker changes how many chunks it will run at once (0 while paused)."""
 
     slots: int
     paused: bool = False
+    # The worker is going away (SIGTERM): the master shows it drained while its chunks finish.
+    leaving: bool = False
 
 
-class ChunkTask(msgspec.Struct, forbid_unknown_fields=True):
+class ChunkTask(msgspec.Struct):
     """One chunk attempt to run. ``inputs`` maps input names to blob ids the chunk may read."""
 
     job_id: str
@@ -87,13 +114,13 @@ class ChunkTask(msgspec.Struct, forbid_unknown_fields=True):
     timeout: float | None = None
 
 
-class Assign(msgspec.Struct, tag="assign", forbid_unknown_fields=True):
+class Assign(msgspec.Struct, tag="assign"):
     """The master hands chunks to a worker; never more than its free slots."""
 
     tasks: list[ChunkTask]
 
 
-class ChunkOutcome(msgspec.Struct, forbid_unknown_fields=True):
+class ChunkOutcome(msgspec.Struct):
     """How one chunk attempt ended. ``result`` is msgpack produced by the kind's ``run``."""
 
     job_id: str
@@ -106,28 +133,32 @@ class ChunkOutcome(msgspec.Struct, forbid_unknown_fields=True):
     seconds: float = 0.0
     # The tail of what the chunk printed to stdout and stderr (bounded by the worker, 64 KiB).
     log: str = ""
+    # The worker gave the chunk back unfinished (owner-first: the machine's owner needed it). The
+    # master re-queues it without counting a failed attempt. A master that predates this field
+    # sees ok=False and counts one failure, which still re-queues the chunk.
+    handed_back: bool = False
 
 
-class Results(msgspec.Struct, tag="results", forbid_unknown_fields=True):
+class Results(msgspec.Struct, tag="results"):
     """A worker reports finished chunks, batched."""
 
     items: list[ChunkOutcome]
 
 
-class ChunkRef(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+class ChunkRef(msgspec.Struct, array_like=True):
     job_id: str
     stage: int
     index: int
     attempt: int
 
 
-class Cancel(msgspec.Struct, tag="cancel", forbid_unknown_fields=True):
+class Cancel(msgspec.Struct, tag="cancel"):
     """The master asks a worker to kill these chunk attempts; no outcome is expected back."""
 
     chunks: list[ChunkRef]
 
 
-class Bye(msgspec.Struct, tag="bye", forbid_unknown_fields=True):
+class Bye(msgspec.Struct, tag="bye"):
     """A worker leaves on purpose; chunks it still holds are handed back."""
 
     reason: str = ""

@@ -22,10 +22,11 @@ import psutil
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rvidia import __version__
 from rvidia.addresses import ws_url
 from rvidia.loops import loop_factory
 from rvidia.protocol import messages as m
-from rvidia.worker import facts, oscompat
+from rvidia.worker import facts, oscompat, owner
 from rvidia.worker.cache import BlobCache
 from rvidia.worker.pool import ChunkPool
 
@@ -50,6 +51,12 @@ class WorkerSettings:
     resources: dict[str, float] = field(default_factory=dict)
     nice: int = 0
     grace: float = 10.0  # seconds SIGTERM waits for running chunks before handing them back
+    # Owners first (docs/operations.md): `rvidia worker` turns it on, LocalCluster's workers keep it off.
+    owner_first: bool = False
+    owner_cpu: float = 50.0  # percent of the machine the owner may use before the worker pauses
+    vacate_after: float = 60.0  # seconds paused for the owner before running chunks are handed back
+    hours: list[tuple[int, int]] = field(default_factory=list)  # lending hours (owner.parse_hours); [] = always
+    windows: owner.Windows = field(default_factory=owner.Windows)
     master_timeout: float = 15.0  # silence from the master after which the agent reconnects
     max_backoff: float = 30.0
 
@@ -64,6 +71,9 @@ class Agent:
         self.pool: ChunkPool | None = None
         self.cache_dir = Path(tempfile.mkdtemp(prefix="rvidia-worker-"))
         self.speed = 0.0
+        self.policy = owner.OwnerPolicy(settings.owner_cpu, settings.vacate_after, settings.windows)
+        self.plan = self.policy.step(time.monotonic(), None, owner.lending_now(settings.hours))
+        self.ws: websockets.ClientConnection | None = None  # the live connection, for Capacity changes
 
     # ------------------------------------------------------------ lifecycle
 
@@ -74,6 +84,7 @@ class Agent:
         self.pool = ChunkPool(self.s.slots, self._on_outcome, nice=self.s.nice, master=self.s.master,
                               token=self.s.token)
         self.pool.start()
+        watch = asyncio.create_task(self._watch_owner()) if self.s.owner_first or self.s.hours else None
         headers = {"Authorization": f"Bearer {self.s.token}"}
         async with httpx.AsyncClient(base_url=self.s.master, headers=headers, timeout=60,
                                      verify=True) as http:
@@ -81,6 +92,8 @@ class Agent:
             try:
                 await self._connect_forever()
             finally:
+                if watch is not None:
+                    watch.cancel()
                 self.pool.close()
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
 
@@ -117,7 +130,7 @@ class Agent:
         return m.Hello(version=m.PROTOCOL_VERSION, name=self.s.name, host=facts.hostname(), os=facts.os_name(),
                        python=facts.python_version(), cores=facts.cores(), memory_bytes=facts.memory_bytes(),
                        slots=self.s.slots, allow_code=self.s.allow_code, speed=self.speed,
-                       resources=self.s.resources, worker_id=self.worker_id)
+                       resources=self.s.resources, worker_id=self.worker_id, package_version=__version__)
 
     async def _session(self) -> None:
         url = ws_url(self.s.master, "/ws/worker")
@@ -134,12 +147,16 @@ class Agent:
             log.info("joined %s as %s", self.s.master, self.worker_id)
             print(f"rvidia worker {self.s.name} joined {self.s.master} as {self.worker_id} "
                   f"with {self.s.slots} slots", file=sys.stderr, flush=True)
+            self.ws = ws
+            if self.plan.paused:  # still paused from before this connection: say so at once
+                await ws.send(m.encode(self._capacity()))
             tasks = [asyncio.create_task(self._receive(ws)), asyncio.create_task(self._send_results(ws)),
                      asyncio.create_task(self._heartbeat(ws, welcome.heartbeat_interval)),
                      asyncio.create_task(self.stopping.wait())]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                self.ws = None
                 for task in tasks:
                     task.cancel()
             for task in done:
@@ -152,9 +169,9 @@ class Agent:
         """SIGTERM: take no more chunks, let running ones finish for a while, hand back the rest."""
         assert self.pool is not None
         try:
-            await ws.send(m.encode(m.Capacity(slots=0)))
+            await ws.send(m.encode(m.Capacity(slots=0, leaving=True)))
             deadline = time.monotonic() + self.s.grace
-            while self.pool.running and time.monotonic() < deadline:
+            while self.pool.running and not self.pool.suspended and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             await self._flush(ws)
             await ws.send(m.encode(m.Bye(reason="worker stopping")))
@@ -171,7 +188,9 @@ class Agent:
             if isinstance(frame, str):
                 raise m.ProtocolError("the master sent a text frame")
             msg = m.decode(frame)
-            if isinstance(msg, m.Assign):
+            if isinstance(msg, m.Assign) and self.plan.suspended:
+                self._hand_back(msg.tasks)  # sent before the master saw our pause: not now
+            elif isinstance(msg, m.Assign):
                 for task in msg.tasks:
                     asyncio.create_task(self._start(task))
             elif isinstance(msg, m.Cancel):
@@ -212,6 +231,72 @@ class Agent:
                                                cpu_percent=psutil.cpu_percent(None),
                                                memory_percent=psutil.virtual_memory().percent)))
             await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ owner-first
+
+    async def _watch_owner(self) -> None:
+        """Sample the owner's CPU use (owner-first) and the lending hours; do what the policy says."""
+        sampler = await asyncio.to_thread(owner.OwnerCpu) if self.s.owner_first else None
+        while True:
+            await asyncio.sleep(self.s.windows.sample)
+            cpu = await self._owner_cpu(sampler)
+            await self._follow(self.policy.step(time.monotonic(), cpu, owner.lending_now(self.s.hours)))
+
+    @staticmethod
+    async def _owner_cpu(sampler: owner.OwnerCpu | None) -> float | None:
+        """One sample, off the event loop (it walks the process table); None if it cannot be had."""
+        if sampler is None:
+            return None
+        try:
+            return await asyncio.to_thread(sampler.sample)
+        except Exception as exc:  # an odd platform or a psutil error must not stop the worker
+            log.warning("could not measure the owner's CPU use: %s", exc)
+            return None
+
+    async def _follow(self, plan: owner.Plan) -> None:
+        """Carry out the changes from the previous plan: stop or resume chunks, hand them back, and
+        tell the master how many chunks this worker takes now."""
+        assert self.pool is not None
+        before, self.plan = self.plan, plan
+        if plan.suspended and not before.suspended:
+            self.pool.suspend()
+        elif before.suspended and not plan.suspended:
+            self.pool.resume()
+        if plan.vacate:
+            tasks = self.pool.hand_back_all()
+            if tasks:
+                self._say(f"handed {len(tasks)} chunks back after {self.s.vacate_after:g} s paused")
+            self._hand_back(tasks)
+        if plan.paused != before.paused or plan.reason != before.reason:
+            if plan.paused:
+                running = "stopped" if plan.suspended else "left to finish"
+                self._say(f"paused: {plan.reason} (running chunks {running})")
+            else:
+                self._say(f"lending again with {self.s.slots} slots")
+            await self._send(self._capacity())
+
+    def _capacity(self) -> m.Capacity:
+        return m.Capacity(slots=0, paused=True) if self.plan.paused else m.Capacity(slots=self.s.slots)
+
+    async def _send(self, message: m.Message) -> None:
+        ws = self.ws
+        if ws is None:
+            return  # not connected: the next session announces the state after its welcome
+        try:
+            await ws.send(m.encode(message))
+        except ConnectionClosed:
+            pass
+
+    def _hand_back(self, tasks: list[m.ChunkTask]) -> None:
+        """Report chunks given back unfinished; the master runs them elsewhere, no failure counted."""
+        for task in tasks:
+            self._on_outcome(m.ChunkOutcome(job_id=task.job_id, stage=task.stage, index=task.index,
+                                            attempt=task.attempt, ok=False, handed_back=True,
+                                            error="handed back: the machine's owner needs it"))
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text)
+        print(f"rvidia worker {self.s.name}: {text}", file=sys.stderr, flush=True)
 
 
 def run_worker(settings: WorkerSettings) -> int:

@@ -44,6 +44,31 @@ def lower_priority(nice: int) -> None:
         pass
 
 
+def suspend_process(pid: int) -> bool:
+    """Stop a process where it is (SIGSTOP; the equivalent on Windows, through psutil).
+
+    Returns False when the process is gone. The work it has done is kept; ``resume_process``
+    lets it go on.
+    """
+    import psutil
+
+    try:
+        psutil.Process(pid).suspend()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return True
+
+
+def resume_process(pid: int) -> None:
+    """Let a process stopped by ``suspend_process`` run again (SIGCONT)."""
+    import psutil
+
+    try:
+        psutil.Process(pid).resume()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
 def describe_exit(code: int | None) -> str:
     """'exit code 3' or 'killed by SIGSEGV' for a child's exit status."""
     if code is None:

@@ -49,6 +49,8 @@ class _Slot:
     spawned_at: float = 0.0
     quick_deaths: int = 0  # idle deaths in a row soon after start (a broken environment)
     respawn: asyncio.TimerHandle | None = None
+    stopped: bool = False  # its process is suspended (owner-first): SIGSTOP, resumed with SIGCONT
+    time_left: float | None = None  # the chunk's timeout left while its process is stopped
 
 
 class ChunkPool:
@@ -62,6 +64,7 @@ class ChunkPool:
         self.slots = [_Slot(i) for i in range(slots)]
         self.waiting: deque[tuple[ChunkTask, dict[str, str]]] = deque()
         self.closed = False
+        self.suspended = False  # owner-first: running chunks are kept stopped until resume()
         # One file per slot where its chunk process keeps the tail of what the chunk prints, so the
         # output of a chunk whose process crashes or is killed can still be reported.
         self.log_dir = tempfile.mkdtemp(prefix="rvidia-chunklogs-")
@@ -81,6 +84,7 @@ class ChunkPool:
         child_end.close()
         slot.generation += 1
         slot.proc, slot.conn = proc, parent
+        slot.stopped = False
         slot.spawned_at = time.monotonic()
         threading.Thread(target=self._reader, args=(slot, slot.generation, parent, proc), daemon=True,
                          name=f"rvidia-pipe-{slot.number}").start()
@@ -141,12 +145,14 @@ class ChunkPool:
             pass  # the process died already; its reader thread reports it
         if task.timeout:
             slot.timer = self.loop.call_later(task.timeout, self._timed_out, slot, slot.generation)
+        if self.suspended:
+            self._stop(slot)
 
     def _finish(self, slot: _Slot, outcome: ChunkOutcome) -> None:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        slot.task = None
+        slot.task, slot.time_left = None, None
         if not self.closed:
             self.on_outcome(outcome)
         if self.waiting and not self.closed:
@@ -219,12 +225,53 @@ class ChunkPool:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        slot.task = None
+        slot.task, slot.time_left = None, None
         self._kill(slot)
         if not self.closed:
             self._spawn(slot)
             if self.waiting:  # a task queued behind the dropped one takes the freed slot
                 self._start(slot, *self.waiting.popleft())
+
+    # ------------------------------------------------------------ owner-first
+
+    def suspend(self) -> None:
+        """Stop the running chunks' processes: the owner gets the CPU back at once and the work done
+        so far is kept. Their timeouts stop counting too (a stopped chunk is not slow)."""
+        self.suspended = True
+        for slot in self.slots:
+            if slot.task is not None:
+                self._stop(slot)
+
+    def resume(self) -> None:
+        """Let every stopped process run again, with the timeout it had left."""
+        self.suspended = False
+        for slot in self.slots:
+            if not slot.stopped:
+                continue
+            slot.stopped = False
+            if slot.proc is not None and slot.proc.pid is not None:
+                oscompat.resume_process(slot.proc.pid)
+            if slot.time_left is not None and slot.task is not None:
+                slot.timer = self.loop.call_later(slot.time_left, self._timed_out, slot, slot.generation)
+            slot.time_left = None
+
+    def hand_back_all(self) -> list[ChunkTask]:
+        """Kill every running and waiting chunk (no outcome) and return their tasks, so that the
+        agent can report them handed back: the master re-queues them without counting a failure."""
+        tasks = [w[0] for w in self.waiting] + [s.task for s in self.slots if s.task is not None]
+        self.cancel_all()
+        return tasks
+
+    def _stop(self, slot: _Slot) -> None:
+        if slot.stopped or slot.proc is None or slot.proc.pid is None:
+            return
+        if not oscompat.suspend_process(slot.proc.pid):
+            return  # it just died: its reader thread reports that
+        slot.stopped = True
+        if slot.timer is not None:
+            slot.time_left = max(0.0, slot.timer.when() - self.loop.time())
+            slot.timer.cancel()
+            slot.timer = None
 
     def close(self) -> None:
         self.closed = True
