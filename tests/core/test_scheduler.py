@@ -442,12 +442,19 @@ def test_capacity_drop_does_not_cancel_but_blocks_until_below() -> None:
     assert len(of(s.handle(ok(running[2])), Assign)) == 1
 
 
+@pytest.mark.parametrize("speculation", [0.0, 2.0], ids=["plain", "speculative"])
 @pytest.mark.parametrize("seed", range(300))
-def test_random_interleaving_accepts_each_index_exactly_once(seed: int) -> None:
+def test_random_interleaving_accepts_each_index_exactly_once(seed: int, speculation: float) -> None:
     rng = random.Random(seed)
-    s, clock = make()
+    clock = FakeClock()
+    s = Scheduler(clock=clock, worker_timeout=TIMEOUT, speculation=speculation, speculation_min=1.0)
     n_chunks = {"a": rng.randint(0, 30), "b": rng.randint(1, 30)}
-    live: dict[tuple[str, int], Assign] = {}  # the attempt the scheduler considers current
+    # The copies the scheduler considers running: (job, index, attempt) -> Assign. One per chunk, or
+    # two while a speculative backup runs.
+    live: dict[tuple[str, int, int], Assign] = {}
+
+    def copies(job_id: str, index: int) -> list[Assign]:
+        return [a for a in live.values() if (a.job_id, a.index) == (job_id, index)]
     history: list[Assign] = []
     workers: dict[str, int] = {}  # connected worker -> slots
     paused: set[str] = set()
@@ -458,16 +465,23 @@ def test_random_interleaving_accepts_each_index_exactly_once(seed: int) -> None:
 
     def apply(out: list) -> None:
         for ins in out:
-            assert not isinstance(ins, (JobFailed, CancelChunk)), ins
+            assert not isinstance(ins, JobFailed), ins
             if isinstance(ins, Assign):
                 key = (ins.job_id, ins.index)
-                assert key not in live, f"{key} assigned twice"
+                others = copies(*key)
+                if ins.backup:
+                    assert speculation and len(others) == 1 and others[0].worker_id != ins.worker_id, ins
+                else:
+                    assert not others, f"{key} assigned twice"
                 assert accepted[key] == 0, f"{key} assigned after it was accepted"
                 w = ins.worker_id
                 assert w in workers and w not in paused and w not in drained
-                live[key] = ins
+                live[(*key, ins.attempt)] = ins
                 history.append(ins)
                 assert sum(1 for a in live.values() if a.worker_id == w) <= workers[w]
+            elif isinstance(ins, CancelChunk):  # only the losing copy of a chunk just accepted
+                a = live.pop((ins.job_id, ins.index, ins.attempt))
+                assert a.worker_id == ins.worker_id and accepted[(ins.job_id, ins.index)] == 1
             elif isinstance(ins, WorkerLost):
                 for key in [k for k, a in live.items() if a.worker_id == ins.worker_id]:
                     del live[key]
@@ -494,11 +508,12 @@ def test_random_interleaving_accepts_each_index_exactly_once(seed: int) -> None:
         if action in ("ok", "fail") and live:
             a = live.pop(rng.choice(sorted(live)))
             out = s.handle(ok(a) if action == "ok" else fail(a))
-            assert len(of(out, AcceptResult if action == "ok" else RetryChunk)) == 1
+            expected = 1 if action == "ok" or not copies(a.job_id, a.index) else 0
+            assert len(of(out, AcceptResult if action == "ok" else RetryChunk)) == expected
             apply(out)
         elif action == "stale" and history:
             a = rng.choice(history)  # late, duplicate or cancelled by a loss, unless still live
-            if live.get((a.job_id, a.index)) != a:
+            if (a.job_id, a.index, a.attempt) not in live:
                 out = s.handle(ok(a) if rng.random() < 0.7 else fail(a))
                 assert len(of(out, DropResult)) == 1
                 assert not of(out, AcceptResult) and not of(out, RetryChunk) and not of(out, Assign)

@@ -135,7 +135,7 @@ class FinishJob:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed: look for workers whose heartbeats stopped."""
+    """Time passed: look for workers whose heartbeats stopped, and for stragglers to back up."""
 
 
 Event = (
@@ -153,6 +153,7 @@ class Assign:
     stage: int
     index: int
     attempt: int
+    backup: bool = False  # a speculative copy of a chunk that still runs elsewhere
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from rvidia.core.events import Requirement
 
 ChunkKey = tuple[str, int, int]  # job id, stage, index
+DURATIONS_KEPT = 64  # recent successful chunk durations per job, for the speculation rule
 
 
 class PendingChunks:
@@ -87,11 +88,26 @@ class JobEntry:
     n_chunks: int
     pending: PendingChunks
     done: int = 0
-    running: dict[int, tuple[str, int]] = field(default_factory=dict)  # index -> (worker, attempt)
+    # index -> {attempt: (worker, started at)}: one copy normally, two while a backup runs.
+    running: dict[int, dict[int, tuple[str, float]]] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)  # index -> attempts started
     failures: dict[int, int] = field(default_factory=dict)  # index -> failed attempts
     losses: dict[int, int] = field(default_factory=dict)  # index -> attempts lost with a worker
     user: str = ""  # who submitted it: the unit of fair share
+    # Seconds the latest successful attempts took: what a "typical" chunk of this stage takes.
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=DURATIONS_KEPT))
+
+    def copies(self, index: int, worker_id: str, attempt: int) -> bool:
+        """Whether ``attempt`` of chunk ``index`` on ``worker_id`` is one of its running copies."""
+        copy = self.running.get(index, {}).get(attempt)
+        return copy is not None and copy[0] == worker_id
+
+    def typical(self) -> float | None:
+        """The median duration of the recent successful attempts, None before the first one."""
+        if not self.durations:
+            return None
+        ordered = sorted(self.durations)
+        return ordered[len(ordered) // 2]
 
     @property
     def stage_finished(self) -> bool:

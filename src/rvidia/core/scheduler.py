@@ -16,14 +16,24 @@ from rvidia.core.records import ChunkKey, JobEntry, PendingChunks, WorkerEntry
 # A chunk whose workers keep disappearing is given up on after this many losses: a worker loss is
 # not the chunk's fault, so it does not count against max_attempts, but it must not loop forever.
 MAX_LOSSES = 10
+# Speculative execution: at a job's tail (nothing left to hand out), a chunk that has run longer than
+# SPECULATION_FACTOR times the job's typical chunk, and at least SPECULATION_MIN seconds, gets one backup
+# copy on another free worker; the first result wins and the other copy is cancelled. This is what
+# keeps a slow or stuck machine (frozen chunk processes behind a live agent) from stalling a job.
+SPECULATION_FACTOR = 2.0
+SPECULATION_MIN = 1.0
 
 
 class Scheduler:
     """Events in, instructions out; see ``rvidia.core.events`` for both."""
 
-    def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0, user_limit: int = 0) -> None:
+    def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0, user_limit: int = 0,
+                 speculation: float = SPECULATION_FACTOR, speculation_min: float = SPECULATION_MIN) -> None:
         self.clock = clock
         self.worker_timeout = worker_timeout
+        self.speculation = speculation  # 0 turns backup copies off
+        self.speculation_min = speculation_min
+        self._speculate_due = False  # set by a Tick: the clock moved, stragglers may have appeared
         # At most this many running chunks per user (0: no limit), so one person cannot fill a pool.
         self.user_limit = user_limit
         self._user_running: dict[str, int] = {}
@@ -77,6 +87,11 @@ class Scheduler:
         worker = self.workers.get(worker_id)
         return len(worker.running) if worker else 0
 
+    def running_chunks(self, job_id: str) -> int:
+        """How many of the job's chunks run now (a chunk with a backup copy counts once)."""
+        job = self.jobs.get(job_id)
+        return len(job.running) if job else 0
+
     # ------------------------------------------------------------ workers
 
     def _on_worker_joined(self, e: ev.WorkerJoined) -> None:
@@ -111,6 +126,7 @@ class Scheduler:
             self._refresh_free(e.worker_id)
 
     def _on_tick(self, e: ev.Tick) -> None:
+        self._speculate_due = True
         deadline = self.clock() - self.worker_timeout
         silent = [w.worker_id for w in self.workers.values() if w.last_seen < deadline]
         for worker_id in silent:
@@ -122,11 +138,10 @@ class Scheduler:
         self._out.append(ev.WorkerLost(worker_id, reason))
         for (job_id, stage, index), attempt in worker.running.items():
             job = self.jobs.get(job_id)
-            if job is None or job.stage != stage or job.running.get(index) != (worker_id, attempt):
+            if job is None or job.stage != stage or not job.copies(index, worker_id, attempt):
                 continue
-            del job.running[index]
-            self._count_running(job.user, -1)
-            self._requeue_lost(job, index, f"worker {worker_id} lost: {reason}")
+            if self._end_copy(job, index, attempt) is not None and index not in job.running:
+                self._requeue_lost(job, index, f"worker {worker_id} lost: {reason}")
 
     def _requeue_lost(self, job: JobEntry, index: int, error: str) -> None:
         """Run the chunk again elsewhere without counting a failed attempt (its worker went away or
@@ -164,11 +179,12 @@ class Scheduler:
             return
         job.stage, job.n_chunks, job.done = e.stage, e.n_chunks, 0
         job.pending = PendingChunks(e.n_chunks)
-        self._count_running(job.user, -len(job.running))
+        self._count_running(job.user, -self._copies(job))
         job.running.clear()
         job.attempts.clear()
         job.failures.clear()
         job.losses.clear()
+        job.durations.clear()
         self._check_stage(job)
 
     def _on_cancel(self, e: ev.CancelJob) -> None:
@@ -183,11 +199,8 @@ class Scheduler:
 
     def _drop_job(self, job: JobEntry) -> None:
         """Forget a job, telling workers to kill its running chunks."""
-        for index, (worker_id, attempt) in list(job.running.items()):
-            self._release(worker_id, (job.job_id, job.stage, index))
-            self._out.append(ev.CancelChunk(worker_id, job.job_id, job.stage, index, attempt))
-        self._count_running(job.user, -len(job.running))
-        job.running.clear()
+        for index in list(job.running):
+            self._cancel_copies(job, index)
         job.pending.clear()
         self.jobs.pop(job.job_id, None)
         self._order.pop(job.job_id, None)
@@ -202,32 +215,60 @@ class Scheduler:
 
     # ------------------------------------------------------------ outcomes
 
-    def _current(self, e: ev.ChunkSucceeded | ev.ChunkFailed | ev.ChunkHandedBack) -> JobEntry | None:
-        """The job if this outcome is for the live attempt of a running chunk, else None."""
+    def _current(self, e: ev.ChunkSucceeded | ev.ChunkFailed | ev.ChunkHandedBack) -> tuple[JobEntry, float] | None:
+        """The job and the attempt's start time if this outcome is for a live copy of a running
+        chunk (that copy ends here), else None with a DropResult."""
         job = self.jobs.get(e.job_id)
-        if job is None or job.stage != e.stage or job.running.get(e.index) != (e.worker_id, e.attempt):
+        if job is None or job.stage != e.stage or not job.copies(e.index, e.worker_id, e.attempt):
             why = "job finished or cancelled" if job is None else "chunk re-assigned or already done"
             self._out.append(ev.DropResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt, why))
             return None
-        del job.running[e.index]
+        started = self._end_copy(job, e.index, e.attempt)
+        assert started is not None
+        return job, started
+
+    def _end_copy(self, job: JobEntry, index: int, attempt: int) -> float | None:
+        """Forget one running copy of a chunk and free its slot; its start time, None if unknown."""
+        copies = job.running.get(index, {})
+        copy = copies.pop(attempt, None)
+        if not copies:
+            job.running.pop(index, None)
+        if copy is None:
+            return None
         self._count_running(job.user, -1)
-        self._release(e.worker_id, (e.job_id, e.stage, e.index))
-        return job
+        self._release(copy[0], (job.job_id, job.stage, index))
+        return copy[1]
+
+    def _cancel_copies(self, job: JobEntry, index: int) -> None:
+        """Tell the workers still running copies of a chunk to kill them (the chunk is settled)."""
+        for attempt, (worker_id, _) in list(job.running.get(index, {}).items()):
+            self._end_copy(job, index, attempt)
+            self._out.append(ev.CancelChunk(worker_id, job.job_id, job.stage, index, attempt))
+
+    @staticmethod
+    def _copies(job: JobEntry) -> int:
+        return sum(len(copies) for copies in job.running.values())
 
     def _on_chunk_succeeded(self, e: ev.ChunkSucceeded) -> None:
-        job = self._current(e)
-        if job is None:
+        current = self._current(e)
+        if current is None:
             return
+        job, started = current
+        job.durations.append(max(0.0, self.clock() - started))
         job.done += 1
         self._out.append(ev.AcceptResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt))
+        self._cancel_copies(job, e.index)  # the other copy lost the race: the first result wins
         self._check_stage(job)
 
     def _on_chunk_failed(self, e: ev.ChunkFailed) -> None:
-        job = self._current(e)
-        if job is None:
+        current = self._current(e)
+        if current is None:
             return
+        job = current[0]
         failures = job.failures.get(e.index, 0) + 1
         job.failures[e.index] = failures
+        if e.index in job.running:
+            return  # another copy still runs: it decides (it fails the job if it fails too)
         if failures >= job.max_attempts:
             self._fail_job(job, f"chunk {e.index} failed {failures} times; last error: {e.error}", e.index)
             return
@@ -245,9 +286,9 @@ class Scheduler:
             self._user_running.pop(user, None)
 
     def _on_chunk_handed_back(self, e: ev.ChunkHandedBack) -> None:
-        job = self._current(e)
-        if job is not None:
-            self._requeue_lost(job, e.index, f"handed back by worker {e.worker_id}: {e.reason}")
+        current = self._current(e)
+        if current is not None and e.index not in current[0].running:
+            self._requeue_lost(current[0], e.index, f"handed back by worker {e.worker_id}: {e.reason}")
 
     def _release(self, worker_id: str, key: ChunkKey) -> None:
         worker = self.workers.get(worker_id)
@@ -258,9 +299,14 @@ class Scheduler:
 
     def _schedule(self) -> None:
         """Fill free slots: highest priority first, round-robin between jobs of one priority."""
+        speculate, self._speculate_due = self._speculate_due, False
         if not self._free or not self._order:
             return
-        runnable = [self.jobs[j] for j in self._order if self.jobs[j].pending]
+        self._fill([self.jobs[j] for j in self._order if self.jobs[j].pending])
+        if speculate and self.speculation > 0 and self._free:
+            self._speculate()
+
+    def _fill(self, runnable: list[JobEntry]) -> None:
         if not runnable:
             return
         runnable.sort(key=lambda job: -job.priority)  # stable: keeps round-robin order within a tier
@@ -271,6 +317,29 @@ class Scheduler:
             self._fill_tier(tier)
             if not self._free:
                 return
+
+    def _speculate(self) -> None:
+        """Back up stragglers at the tail of each job (see SPECULATION_FACTOR); runs once per Tick,
+        after regular placement, and looks only at jobs with nothing left to hand out."""
+        now = self.clock()
+        for job_id in list(self._order):
+            job = self.jobs[job_id]
+            typical = job.typical()
+            if job.pending or not job.running or typical is None:
+                continue
+            limit = max(self.speculation * typical, self.speculation_min)
+            for index, copies in list(job.running.items()):
+                if len(copies) > 1:
+                    continue  # backed up already: one backup per chunk at most
+                worker_id, started = next(iter(copies.values()))
+                if now - started < limit:
+                    continue
+                worker = None if self._at_user_limit(job.user) else self._pick_worker(job, avoid=worker_id)
+                if worker is None:
+                    continue  # no free worker other than its own may take a copy
+                self._assign(worker, job, index, backup=True)
+                if not self._free:
+                    return
 
     def _fill_tier(self, tier: list[JobEntry]) -> None:
         by_user: dict[str, list[JobEntry]] = {}
@@ -316,29 +385,32 @@ class Scheduler:
         self._assign(worker, job)
         return True
 
-    def _pick_worker(self, job: JobEntry) -> WorkerEntry | None:
-        """The eligible worker with the most free slots (spreads a job over the pool)."""
+    def _pick_worker(self, job: JobEntry, avoid: str = "") -> WorkerEntry | None:
+        """The eligible worker with the most free slots (spreads a job over the pool), other than
+        ``avoid`` (a backup copy never runs where the straggler runs)."""
         best: WorkerEntry | None = None
         best_free = 0
         for worker_id in self._free:
+            if worker_id == avoid:
+                continue
             worker = self.workers[worker_id]
             free = worker.free
             if free > best_free and worker.can_serve(job.requirement):
                 best, best_free = worker, free
         return best
 
-    def _assign(self, worker: WorkerEntry, job: JobEntry) -> None:
-        index = job.pending.pop()
+    def _assign(self, worker: WorkerEntry, job: JobEntry, index: int | None = None, backup: bool = False) -> None:
+        index = job.pending.pop() if index is None else index
         attempt = job.attempts.get(index, 0) + 1
         job.attempts[index] = attempt
-        job.running[index] = (worker.worker_id, attempt)
+        job.running.setdefault(index, {})[attempt] = (worker.worker_id, self.clock())
         self._count_running(job.user, 1)
         worker.running[(job.job_id, job.stage, index)] = attempt
         self._refresh_free(worker.worker_id)
         self._order.move_to_end(job.job_id)
         self._serves += 1
         self._user_served[job.user] = self._serves
-        self._out.append(ev.Assign(worker.worker_id, job.job_id, job.stage, index, attempt))
+        self._out.append(ev.Assign(worker.worker_id, job.job_id, job.stage, index, attempt, backup))
 
 
 _HANDLERS: dict[type, Callable[[Scheduler, ev.Event], None]] = {  # type: ignore[dict-item]

@@ -25,6 +25,7 @@ from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan
 from rvidia.kinds.registry import get_kind
 from rvidia.master.auth import now_iso
 from rvidia.master.blobs import BlobStore
+from rvidia.master.copies import RunningCopies
 from rvidia.master.eventbus import EventBus
 from rvidia.master.jobio import JobInputs, JobOutputs
 from rvidia.master.jobspec import JobRequest, resolve
@@ -66,7 +67,6 @@ class ActiveJob:
     requirement: Requirement
     done: int = 0
     failed: int = 0
-    running: int = 0
     seq: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -91,7 +91,7 @@ class Runtime:
         self.chunks_finished = 0
         self.chunks_failed = 0
         self._rate: deque[list[int]] = deque()  # [epoch second, chunks finished in it], oldest first
-        self._running_chunks: dict[tuple[str, int, int], tuple[str, int, str]] = {}  # -> worker, attempt, start
+        self._copies = RunningCopies()
         self.retention = 7 * 86400.0  # seconds finished jobs are kept (--retention; master/retention.py)
         self.gc_interval = 3600.0  # seconds between automatic retention runs; 0: never
 
@@ -267,10 +267,8 @@ class Runtime:
                   done=job.done, failed=job.failed, **fields)
         if state != "succeeded":
             self.store.chunk_cancelled(job_id)
-        for key in [k for k in self._running_chunks if k[0] == job_id]:
-            del self._running_chunks[key]
+        self._copies.drop_job(job_id)
         self.store.commit()
-        job.running = 0
         job.changed.set()
         listener = self.listeners.pop(job_id, None)
         if listener is not None:
@@ -406,6 +404,7 @@ class Runtime:
                 self._staged.pop((ins.job_id, ins.stage, ins.index, ins.attempt), None)
             elif isinstance(ins, ev.CancelChunk):
                 cancels[ins.worker_id].append(m.ChunkRef(ins.job_id, ins.stage, ins.index, ins.attempt))
+                self._copies.end((ins.job_id, ins.stage, ins.index), ins.attempt)
             elif isinstance(ins, ev.RetryChunk):
                 self._retry(ins)
             elif isinstance(ins, ev.StageComplete):
@@ -441,11 +440,13 @@ class Runtime:
             return None
         now = now_iso()
         self.store.chunk_started(ins.job_id, ins.stage, ins.index, ins.worker_id, ins.attempt, now)
-        self._running_chunks[(ins.job_id, ins.stage, ins.index)] = (ins.worker_id, ins.attempt, now)
+        self._copies.start((ins.job_id, ins.stage, ins.index), ins.attempt, ins.worker_id, now)
         self._publish_chunk(ins.job_id, ins.stage, ins.index, "running", ins.worker_id, ins.attempt, now)
         if job.row["state"] == "queued":
             self._set(job, state="running", started_at=job.row.get("started_at") or now)
-        job.running += 1
+        if ins.backup:
+            log.info("job %s chunk %d is a straggler: backup copy (attempt %d) on worker %s",
+                     ins.job_id, ins.index, ins.attempt, ins.worker_id)
         self._dirty_jobs.add(ins.job_id)
         return m.ChunkTask(job_id=ins.job_id, stage=ins.stage, index=ins.index, attempt=ins.attempt,
                            kind=job.kind.name, params=job.row["params"], payload=payload, inputs=inputs,
@@ -456,7 +457,6 @@ class Runtime:
         job = self.active.get(ins.job_id)
         if job is None:
             return
-        job.running -= 1
         try:
             job.acc = job.kind.merge(job.ctx, job.acc, ins.index, result)
         except Exception as exc:
@@ -471,9 +471,9 @@ class Runtime:
         self.chunks_finished += 1
         self._count_finished()
         finished_at = now_iso()
-        self.store.chunk_done(ins.job_id, ins.stage, ins.index, result, finished_at, job.seq)
-        _, attempt, started_at = self._running_chunks.pop((ins.job_id, ins.stage, ins.index),
-                                                          (ins.worker_id, ins.attempt, None))
+        self.store.chunk_done(ins.job_id, ins.stage, ins.index, result, finished_at, job.seq, ins.worker_id,
+                              ins.attempt)
+        _, attempt, started_at = self._copies.end((ins.job_id, ins.stage, ins.index), ins.attempt)
         self._publish_chunk(ins.job_id, ins.stage, ins.index, "done", ins.worker_id, attempt, started_at,
                             finished_at)
         info = self.workers.get(ins.worker_id)
@@ -486,13 +486,12 @@ class Runtime:
         job = self.active.get(ins.job_id)
         if job is None:
             return
-        job.running -= 1
         if not ins.lost:
             job.failed += 1
             self.chunks_failed += 1
         at = now_iso()
         self.store.chunk_retry(ins.job_id, ins.stage, ins.index, ins.error, not ins.lost, at)
-        worker, attempt, started_at = self._running_chunks.pop((ins.job_id, ins.stage, ins.index), (None, 0, None))
+        worker, attempt, started_at = self._copies.end((ins.job_id, ins.stage, ins.index))
         self._publish_chunk(ins.job_id, ins.stage, ins.index, "pending", worker, attempt, started_at, at, ins.error)
         self._dirty_jobs.add(ins.job_id)
         log.info("job %s chunk %d will run again: %s", ins.job_id, ins.index, ins.error.splitlines()[-1:])
@@ -501,7 +500,7 @@ class Runtime:
         key = (job.row["id"], job.ctx.stage, index)
         at = now_iso()
         self.store.chunk_failed(*key, error, at)
-        worker, attempt, started_at = self._running_chunks.pop(key, (None, 0, None))
+        worker, attempt, started_at = self._copies.end(key)
         self._publish_chunk(*key, "failed", worker, attempt, started_at, at, error)
 
     def _finish_stage(self, job_id: str, follow: list[ev.Event]) -> None:
@@ -517,7 +516,7 @@ class Runtime:
             job.ctx.stage += 1
             job.ctx.state = outcome.state
             job.acc = job.kind.new_acc(job.ctx)
-            job.done = job.failed = job.running = 0
+            job.done = job.failed = 0
             self._set(job, stage=job.ctx.stage, n_chunks=outcome.n_chunks,
                       stage_state=values.dumps(outcome.state))
             self.store.commit()
@@ -549,7 +548,7 @@ class Runtime:
 
     def summary(self, row: dict[str, Any], job: ActiveJob | None) -> dict[str, Any]:
         if job is not None:
-            progress = {"total": row["n_chunks"], "done": job.done, "running": max(0, job.running),
+            progress = {"total": row["n_chunks"], "done": job.done, "running": self.scheduler.running_chunks(row["id"]),
                         "failed": job.failed}
             extra = job.kind.progress(job.ctx, job.acc)
             if extra:

@@ -233,10 +233,14 @@ class Store:
             "started_at=excluded.started_at, finished_at=NULL",
             (job_id, stage, idx, worker, attempt, at))
 
-    def chunk_done(self, job_id: str, stage: int, idx: int, result: bytes, at: str, seq: int) -> None:
+    def chunk_done(self, job_id: str, stage: int, idx: int, result: bytes, at: str, seq: int,
+                   worker: str | None = None, attempt: int | None = None) -> None:
+        """The chunk's result; ``worker`` and ``attempt`` name the copy that won, when a backup copy
+        started after it (None: the latest started copy)."""
         self._write(
-            "UPDATE chunks SET state='done', result=?, finished_at=?, seq=?, error=NULL "
-            "WHERE job_id=? AND stage=? AND idx=?", (result, at, seq, job_id, stage, idx))
+            "UPDATE chunks SET state='done', result=?, finished_at=?, seq=?, error=NULL, "
+            "worker=COALESCE(?, worker), attempts=COALESCE(?, attempts) WHERE job_id=? AND stage=? AND idx=?",
+            (result, at, seq, worker, attempt, job_id, stage, idx))
 
     def chunk_retry(self, job_id: str, stage: int, idx: int, error: str, failed: bool, at: str) -> None:
         self._write(

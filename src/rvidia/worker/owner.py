@@ -151,10 +151,11 @@ def parse_hours(text: str | None) -> list[Range]:
         start, sep, end = part.partition("-")
         if not sep:
             raise ValueError(f"{part!r} is not a range like 18:00-08:00")
-        first, last = _minute(start, part), _minute(end, part)
-        if first % DAY_MINUTES == last % DAY_MINUTES:
+        first, last = _minute(start, part) % DAY_MINUTES, _minute(end, part)
+        last = last if last == DAY_MINUTES else last % DAY_MINUTES  # 00:00-24:00 is the whole day
+        if first == last:
             raise ValueError(f"{part!r} starts and ends at the same time (leave --hours out to lend always)")
-        ranges.append((first % DAY_MINUTES, last if last == DAY_MINUTES else last % DAY_MINUTES))
+        ranges.append((first, last))
     return ranges
 
 
