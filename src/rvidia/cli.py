@@ -126,6 +126,9 @@ def _settings(ctx: click.Context, command: str, config: str | None) -> dict[str,
 master_option = click.option("--master", "master", default=None, metavar="URL",
                              help="Master URL [env RVIDIA_MASTER; default http://127.0.0.1:8765]")
 token_option = click.option("--token", default=None, help="Token [env RVIDIA_TOKEN; else DATA_DIR/token]")
+ca_option = click.option("--ca", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+                         help="CA certificate (PEM) an https:// master's certificate must chain to, for a "
+                              "private certificate [env RVIDIA_CA; default: the system's trust store]")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="A job parameter (JSON where it parses, else a string).")
@@ -135,8 +138,8 @@ out_option = click.option("-o", "--out", "out_dir", default=".", type=click.Path
                           help="Directory for the job's output files.")
 
 
-def connect(master: str | None, token: str | None) -> Cluster:
-    return Cluster(master, token)
+def connect(master: str | None, token: str | None, ca: str | None = None) -> Cluster:
+    return Cluster(master, token, ca=ca)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,6 +176,11 @@ def main() -> None:
 @click.option("--no-advertise", is_flag=True, help="Do not advertise by mDNS (for `rvidia worker --discover`).")
 @click.option("--advertise-name", default=None, metavar="NAME",
               help="mDNS instance name [default: 'rvidia on HOST:PORT'].")
+@click.option("--speculation", default=2.0, show_default=True, type=click.FloatRange(0), metavar="FACTOR",
+              help="At a job's tail, back up a chunk running FACTOR times longer than its typical chunk on "
+                   "another free worker (0: never).")
+@click.option("--speculation-min", default=1.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+              help="Never back up a chunk that has run less than this.")
 @config_option
 @click.pass_context
 def master(ctx: click.Context, config: str | None, **_: Any) -> None:
@@ -183,7 +191,7 @@ def master(ctx: click.Context, config: str | None, **_: Any) -> None:
 def _start_master(host: str, port: int, data_dir: str | None, token: str | None, worker_timeout: float,
                   max_upload: int, tls_cert: str | None, tls_key: str | None, log_level: str, retention: str,
                   gc_interval: str, min_free_disk: str, max_running_per_user: int = 0, no_advertise: bool = False,
-                  advertise_name: str | None = None) -> None:
+                  advertise_name: str | None = None, speculation: float = 2.0, speculation_min: float = 1.0) -> None:
     import logging
 
     from rvidia.master.server import MasterSettings, serve
@@ -199,7 +207,8 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
                               gc_interval=_duration(gc_interval, "--gc-interval"),
                               min_free_disk=_size(min_free_disk, "--min-free-disk"),
                               max_running_per_user=max_running_per_user,
-                              advertise=not no_advertise, advertise_name=_service_name(advertise_name))
+                              advertise=not no_advertise, advertise_name=_service_name(advertise_name),
+                              speculation=speculation, speculation_min=speculation_min)
     try:
         serve(settings)
     except (StoreError, OSError) as exc:
@@ -209,6 +218,7 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
 @main.command()
 @master_option
 @token_option
+@ca_option
 @click.option("--slots", default=None, type=click.IntRange(1), help="Chunks run at once [default: cores].")
 @click.option("--name", default=None, help="Name shown in the dashboard [default: host name].")
 @click.option("--allow-code", is_flag=True, help="Run submitters' Python functions (map jobs).")
@@ -237,6 +247,22 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
               help="With --discover: seconds to wait for a master.")
 @click.option("--discover-name", default=None, metavar="NAME",
               help="With --discover: only the master advertised under this name (see master --advertise-name).")
+@click.option("--isolation", default=None, type=click.Choice(["bwrap", "docker", "none"]), envvar="RVIDIA_ISOLATION",
+              help="How chunk processes are contained (docs/security.md): bwrap (bubblewrap: no network, read-only "
+                   "file system but a private scratch dir and /tmp, no home dirs, limits, nice 19), docker (a "
+                   "locked-down container of --image), none [env RVIDIA_ISOLATION; default: bwrap where it works, "
+                   "else none with a warning].")
+@click.option("--image", default="rvidia-chunk:local", show_default=True, metavar="IMAGE",
+              help="With --isolation docker: the image (scripts/build_chunk_image.sh builds the default; no registry).")
+@click.option("--chunk-memory", default=None, metavar="SIZE",
+              help="Sandboxed chunks: memory per chunk process, e.g. 4GiB (address-space limit; docker --memory); "
+                   "past it an allocation fails with MemoryError [default: the machine's memory].")
+@click.option("--chunk-cpu-seconds", default=6 * 3600, show_default=True, type=click.IntRange(1), metavar="SECONDS",
+              help="Sandboxed chunks: CPU time one chunk may use, all its threads together (RLIMIT_CPU); past it "
+                   "the chunk fails.")
+@click.option("--chunk-processes", default=None, type=click.IntRange(1), metavar="N",
+              help="Sandboxed chunks: processes and threads one chunk process may start (RLIMIT_NPROC, docker "
+                   "--pids-limit) [default: 4 per core, at least 256].")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @config_option
@@ -250,9 +276,13 @@ def _start_worker(master: str | None, token: str | None, slots: int | None, name
                   resources: str | None, nice: int, grace: float, log_level: str, discover: bool = False,
                   discover_interface: str | None = None, discover_timeout: float = 30.0,
                   discover_name: str | None = None, owner_first: bool = True, owner_cpu: float = 50.0,
-                  vacate_after: float = 60.0, hours: str | None = None, max_slots: int | None = None) -> None:
+                  vacate_after: float = 60.0, hours: str | None = None, max_slots: int | None = None,
+                  ca: str | None = None, isolation: str | None = None, image: str = "rvidia-chunk:local",
+                  chunk_memory: str | None = None, chunk_cpu_seconds: int = 6 * 3600,
+                  chunk_processes: int | None = None) -> None:
     import logging
 
+    from rvidia import tls
     from rvidia.worker import facts
     from rvidia.worker.agent import WorkerSettings, run_worker
 
@@ -267,12 +297,37 @@ def _start_worker(master: str | None, token: str | None, slots: int | None, name
     tok = addresses.token(token)
     if not tok:
         _fail("no token: pass --token, set RVIDIA_TOKEN, or run where the master's data dir is", EXIT_UNREACHABLE)
+    ca = tls.ca_file(ca)
+    try:
+        tls.client_context(ca)  # a CA file that cannot be loaded is bad usage, found before connecting
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
     if discover:  # the found URL is kept for reconnects; restart the worker to look again
         url = _discover(discover_interface, discover_timeout, _service_name(discover_name, "--discover-name"))
     slots = min(slots or facts.cores(), max_slots or sys.maxsize)  # --max-slots caps whatever gave the slots
+    containment = _containment(isolation, image, chunk_memory, chunk_cpu_seconds, chunk_processes)
     settings = WorkerSettings(master=url, token=tok, slots=slots, name=name or facts.hostname(),
-                              allow_code=allow_code, resources=parse_resources(resources), grace=grace, **owner)
+                              allow_code=allow_code, resources=parse_resources(resources), grace=grace, ca=ca,
+                              containment=containment, **owner)
     sys.exit(run_worker(settings))
+
+
+def _containment(isolation: str | None, image: str, memory: str | None, cpu_seconds: int,
+                 processes: int | None) -> Any:
+    """The worker's sandbox settings with a working isolation: the one asked for (exit 2 with the reason
+    when it cannot work here), or bwrap where it works, else none with a one-line warning."""
+    from rvidia.worker import sandbox
+
+    size = _size(memory, "--chunk-memory") if memory else None
+    try:
+        choice = sandbox.choose(isolation, image)
+    except sandbox.SandboxUnavailable as exc:
+        _fail(str(exc), EXIT_USAGE)
+        raise
+    if choice.warning:
+        click.echo(f"rvidia worker: warning: {choice.warning}", err=True)
+    return sandbox.SandboxSettings(isolation=choice.isolation, image=image, memory=size, cpu_seconds=cpu_seconds,
+                                   processes=processes)
 
 
 def _owner_settings(owner_first: bool, owner_cpu: float, vacate_after: float, hours: str | None,
@@ -324,7 +379,7 @@ def up(workers: int, host: str, port: int, data_dir: str | None, no_advertise: b
     from rvidia.client.local import LocalCluster
 
     cluster = LocalCluster(workers, data_dir=addresses.data_dir(data_dir), host=host, port=port, quiet=False,
-                           advertise=not no_advertise)
+                           advertise=not no_advertise, isolation=None)
     click.echo(f"rvidia: dashboard at {cluster.url}/  (token: {cluster.token})", err=True)
     click.echo(f"rvidia: {workers} local workers joined; submit with e.g. "
                f"`rvidia submit montecarlo -p samples=100000000 --wait`; Ctrl-C stops everything", err=True)
@@ -381,17 +436,21 @@ def run(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], out_dir: st
               help="Seconds per chunk attempt.")
 @click.option("--deadline", default=None, metavar="DURATION",
               help="Cancel the job if it has not finished this long after submission (seconds, or 30m, 2h).")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 9),
+              help="Run each chunk on this many different workers and accept only agreeing results.")
 @master_option
 @token_option
+@ca_option
 @handle_errors
 def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bool, out_dir: str, priority: int,
-           max_attempts: int, timeout: float | None, deadline: str | None, master: str | None,
-           token: str | None) -> None:
+           max_attempts: int, timeout: float | None, deadline: str | None, replicas: int, master: str | None,
+           token: str | None, ca: str | None) -> None:
     """Submit a job to a running master and print its id."""
     p, i = parse_params(params), parse_inputs(inputs)
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         job = cluster.submit(kind, inputs=i, priority=priority, max_attempts=max_attempts, timeout=timeout,
-                             deadline=_duration(deadline, "--deadline") if deadline else None, **p)
+                             deadline=_duration(deadline, "--deadline") if deadline else None,
+                             replicas=replicas, **p)
         if not wait:
             click.echo(job.id)
             return
@@ -404,10 +463,11 @@ def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bo
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def jobs(limit: int, as_json: bool, master: str | None, token: str | None) -> None:
+def jobs(limit: int, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List jobs, newest first."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         rows = cluster.jobs(limit)
     show_table(rows, as_json, "Jobs", [
         ("id", "id"), ("kind", "kind"), ("state", "state"),
@@ -419,10 +479,11 @@ def jobs(limit: int, as_json: bool, master: str | None, token: str | None) -> No
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def workers(as_json: bool, master: str | None, token: str | None) -> None:
+def workers(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List workers."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         rows = cluster.workers()
     show_table(rows, as_json, "Workers", [
         ("id", "id"), ("name", "name"), ("host", "host"), ("state", "state"), ("slots", "slots"),
@@ -434,10 +495,11 @@ def workers(as_json: bool, master: str | None, token: str | None) -> None:
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def kinds(as_json: bool, master: str | None, token: str | None) -> None:
+def kinds(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List job kinds and their parameters."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         rows = cluster.kinds()
 
     def describe(row: dict[str, Any]) -> str:
@@ -455,10 +517,11 @@ def kinds(as_json: bool, master: str | None, token: str | None) -> None:
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def status(job_id: str, as_json: bool, master: str | None, token: str | None) -> None:
+def status(job_id: str, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """One job's state and progress."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         view = cluster.job(job_id).status()
     if as_json:
         print_json_line(view)
@@ -477,10 +540,11 @@ def status(job_id: str, as_json: bool, master: str | None, token: str | None) ->
 @out_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def result(job_id: str, out_dir: str, master: str | None, token: str | None) -> None:
+def result(job_id: str, out_dir: str, master: str | None, token: str | None, ca: str | None) -> None:
     """A finished job's result (stdout) and outputs (into DIR)."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         job = cluster.job(job_id)
         view = job.status()
         if view["state"] != "succeeded":
@@ -492,10 +556,11 @@ def result(job_id: str, out_dir: str, master: str | None, token: str | None) -> 
 @click.argument("job_id")
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def cancel(job_id: str, master: str | None, token: str | None) -> None:
+def cancel(job_id: str, master: str | None, token: str | None, ca: str | None) -> None:
     """Cancel a queued or running job."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         view = cluster.job(job_id).cancel()
     click.echo(f"rvidia: {view['id']} {view['state']}", err=True)
 
@@ -506,10 +571,12 @@ def cancel(job_id: str, master: str | None, token: str | None) -> None:
 @click.option("--stage", default=None, type=click.IntRange(0), help="The chunk's stage [default: its latest].")
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, token: str | None) -> None:
+def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, token: str | None,
+         ca: str | None) -> None:
     """What the job's chunks printed (stdout and stderr, the last 64 KiB of each)."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         if chunk is not None:
             params = {"stage": stage} if stage is not None else {}
             text = cluster.request("GET", f"/api/v1/jobs/{job_id}/chunks/{chunk}/log", params=params).text
@@ -530,10 +597,11 @@ def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, 
 @click.argument("worker_ref", metavar="WORKER")
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def drain(worker_ref: str, master: str | None, token: str | None) -> None:
+def drain(worker_ref: str, master: str | None, token: str | None, ca: str | None) -> None:
     """Stop giving WORKER (name or id) chunks once its running ones finish."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/drain").json()
     click.echo(f"rvidia: {view['name']} ({view['id']}) drained", err=True)
 
@@ -542,10 +610,11 @@ def drain(worker_ref: str, master: str | None, token: str | None) -> None:
 @click.argument("worker_ref", metavar="WORKER")
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def undrain(worker_ref: str, master: str | None, token: str | None) -> None:
+def undrain(worker_ref: str, master: str | None, token: str | None, ca: str | None) -> None:
     """Give WORKER chunks again."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/undrain").json()
     click.echo(f"rvidia: {view['name']} ({view['id']}) takes chunks again", err=True)
 
@@ -556,13 +625,14 @@ def undrain(worker_ref: str, master: str | None, token: str | None) -> None:
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def gc(older_than: str | None, as_json: bool, master: str | None, token: str | None) -> None:
+def gc(older_than: str | None, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """Apply retention now: remove old finished jobs and the blobs no kept job refers to."""
     from rvidia.units import format_bytes
 
     params = {"retention": _duration(older_than, "--older-than")} if older_than is not None else {}
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         freed = cluster.request("POST", "/api/v1/gc", params=params).json()
     if as_json:
         print_json_line(freed)
@@ -636,10 +706,11 @@ def token() -> None:
 @click.option("--name", default=None)
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def token_create(role: str, name: str | None, master: str | None, token: str | None) -> None:
+def token_create(role: str, name: str | None, master: str | None, token: str | None, ca: str | None) -> None:
     """Create a token; it is printed once, on stdout."""
-    with connect(master, token) as cluster:
+    with connect(master, token, ca) as cluster:
         made = cluster.request("POST", "/api/v1/tokens", json={"role": role, "name": name}).json()
     click.echo(f"rvidia: created {made['role']} token {made['name']}", err=True)
     click.echo(made["token"])
@@ -649,9 +720,10 @@ def token_create(role: str, name: str | None, master: str | None, token: str | N
 @json_option
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def token_list(as_json: bool, master: str | None, token: str | None) -> None:
-    with connect(master, token) as cluster:
+def token_list(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
+    with connect(master, token, ca) as cluster:
         rows = cluster.get("/api/v1/tokens")
     show_table(rows, as_json, "Tokens", [("name", "name"), ("role", "role"), ("created", "created_at")])
 
@@ -660,9 +732,10 @@ def token_list(as_json: bool, master: str | None, token: str | None) -> None:
 @click.argument("name")
 @master_option
 @token_option
+@ca_option
 @handle_errors
-def token_revoke(name: str, master: str | None, token: str | None) -> None:
-    with connect(master, token) as cluster:
+def token_revoke(name: str, master: str | None, token: str | None, ca: str | None) -> None:
+    with connect(master, token, ca) as cluster:
         cluster.request("DELETE", f"/api/v1/tokens/{name}")
     click.echo(f"rvidia: revoked {name}", err=True)
 

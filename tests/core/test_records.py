@@ -129,3 +129,32 @@ def test_can_serve_resources() -> None:
     assert not make_worker().can_serve(req)
     assert not make_worker(resources={"gpu": 1.0, "mem_gb": 4.0}).can_serve(req)
     assert make_worker(resources={"gpu": 2.0, "mem_gb": 8.0}).can_serve(req)
+
+
+def test_free_workers_most_free_first_and_moves_between_buckets() -> None:
+    from rvidia.core.records import FreeWorkers
+
+    free = FreeWorkers()
+    free.set("a", 1)
+    free.set("b", 3)
+    free.set("c", 3)
+    free.set("d", 0)  # no free slot: not listed
+    assert list(free.most_free_first()) == ["b", "c", "a"] and len(free) == 3
+    free.set("b", 1)  # moved to the end of its new count
+    assert list(free.most_free_first()) == ["c", "a", "b"]
+    free.set("c", 0)
+    free.set("a", 0)
+    free.set("b", 0)
+    assert not free and list(free.most_free_first()) == []
+
+
+def test_last_seen_finds_only_the_silent() -> None:
+    from rvidia.core.records import LastSeen
+
+    seen = LastSeen()
+    for i, name in enumerate("abcd"):
+        seen.seen(name, float(i))
+    seen.seen("a", 10.0)  # heard again: now the newest
+    assert seen.silent_since(2.5) == ["b", "c"]
+    seen.forget("b")
+    assert seen.silent_since(100.0) == ["c", "d", "a"]

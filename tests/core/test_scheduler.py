@@ -31,7 +31,7 @@ class FakeClock:
 
 def make() -> tuple[Scheduler, FakeClock]:
     clock = FakeClock()
-    return Scheduler(clock=clock, worker_timeout=TIMEOUT), clock
+    return Scheduler(clock=clock, worker_timeout=TIMEOUT, prefetch_below=0), clock  # exact slots
 
 
 def of(out: list, kind: type) -> list:
@@ -442,12 +442,15 @@ def test_capacity_drop_does_not_cancel_but_blocks_until_below() -> None:
     assert len(of(s.handle(ok(running[2])), Assign)) == 1
 
 
-@pytest.mark.parametrize("speculation", [0.0, 2.0], ids=["plain", "speculative"])
+@pytest.mark.parametrize("speculation, prefetch", [(0.0, 0.0), (2.0, 0.0), (2.0, 5.0)],
+                         ids=["plain", "speculative", "prefetch"])
 @pytest.mark.parametrize("seed", range(300))
-def test_random_interleaving_accepts_each_index_exactly_once(seed: int, speculation: float) -> None:
+def test_random_interleaving_accepts_each_index_exactly_once(seed: int, speculation: float, prefetch: float) -> None:
     rng = random.Random(seed)
     clock = FakeClock()
-    s = Scheduler(clock=clock, worker_timeout=TIMEOUT, speculation=speculation, speculation_min=1.0)
+    s = Scheduler(clock=clock, worker_timeout=TIMEOUT, speculation=speculation, speculation_min=1.0,
+                  prefetch_below=prefetch)
+    per_slot = 2 if prefetch else 1  # with prefetch a worker holds one more chunk per slot
     n_chunks = {"a": rng.randint(0, 30), "b": rng.randint(1, 30)}
     # The copies the scheduler considers running: (job, index, attempt) -> Assign. One per chunk, or
     # two while a speculative backup runs.
@@ -478,7 +481,7 @@ def test_random_interleaving_accepts_each_index_exactly_once(seed: int, speculat
                 assert w in workers and w not in paused and w not in drained
                 live[(*key, ins.attempt)] = ins
                 history.append(ins)
-                assert sum(1 for a in live.values() if a.worker_id == w) <= workers[w]
+                assert sum(1 for a in live.values() if a.worker_id == w) <= per_slot * workers[w]
             elif isinstance(ins, CancelChunk):  # only the losing copy of a chunk just accepted
                 a = live.pop((ins.job_id, ins.index, ins.attempt))
                 assert a.worker_id == ins.worker_id and accepted[(ins.job_id, ins.index)] == 1

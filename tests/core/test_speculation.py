@@ -35,7 +35,8 @@ def fail(a: Assign) -> ChunkFailed:
 
 def make(speculation: float = 2.0, minimum: float = 1.0) -> tuple[Scheduler, FakeClock]:
     clock = FakeClock()
-    return Scheduler(clock, worker_timeout=1e9, speculation=speculation, speculation_min=minimum), clock
+    return Scheduler(clock, worker_timeout=1e9, speculation=speculation, speculation_min=minimum,
+                     prefetch_below=0), clock
 
 
 def tail_with_straggler(s: Scheduler, clock: FakeClock, n: int = 4) -> Assign:

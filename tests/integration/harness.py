@@ -142,7 +142,7 @@ def free_port() -> int:
 
 @dataclass
 class Master:
-    """A ``rvidia master`` child process on 127.0.0.1 with its own data dir."""
+    """A ``rvidia master`` child process on 127.0.0.1 (or ``host``) with its own data dir."""
 
     procs: Processes
     data_dir: Path
@@ -150,10 +150,11 @@ class Master:
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
     url: str = ""
+    host: str = "127.0.0.1"
 
     def start(self, timeout: float = 60.0) -> "Master":
         """Start (or restart, on the same port and data dir) and wait for the announce line."""
-        args = ["master", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
+        args = ["master", "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
                 *self.extra]
         self.proc = self.procs.spawn(args, clean_env(), "master", stdout_pipe=True)
         assert self.proc.stdout is not None
@@ -186,6 +187,8 @@ def start_worker(procs: Processes, url: str, token: str, name: str, slots: int =
 
 def wait_for_workers(api: httpx.Client, names: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
     """Wait until a live worker of each name is listed; return them by name."""
+    if not names:
+        return {}
 
     def live() -> dict[str, dict[str, Any]] | None:
         rows = {w["name"]: w for w in api.get("/api/v1/workers").json() if w["state"] != "lost"}

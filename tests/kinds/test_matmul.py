@@ -206,3 +206,56 @@ def test_bad_inputs_are_refused_with_422(one: rvidia.LocalCluster, tmp_path: Pat
         with pytest.raises(ApiError) as info:
             one.submit("matmul", inputs={k: tmp_path / v for k, v in files.items()}, **params)
         assert info.value.status == 422 and reason in str(info.value)
+
+
+def test_replicated_on_three_workers_equals_numpy(three: rvidia.LocalCluster, tmp_path: Path) -> None:
+    """replicas=2: every block runs on two different workers and the copies must agree."""
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((120, 40)), rng.standard_normal((40, 30))
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    job = three.submit("matmul", inputs={"a": tmp_path / "a.npy", "b": tmp_path / "b.npy"}, replicas=2,
+                       block_rows=20)
+    job.result(timeout=60)
+    job.download_outputs(tmp_path / "out")
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "c.npy"), a @ b, rtol=1e-12, atol=1e-12)
+    chunks = three.request("GET", f"/api/v1/jobs/{job.id}/chunks").json()
+    assert len(chunks) == 6 and all(c["state"] == "done" for c in chunks)
+    assert three.request("GET", f"/api/v1/jobs/{job.id}").json()["outvoted"] == {}
+
+
+class _Blobs:
+    def __init__(self, data: dict[str, bytes]) -> None:
+        self.data = data
+
+    def exists(self, blob_id: str) -> bool:
+        return blob_id in self.data
+
+    def size(self, blob_id: str) -> int:
+        return len(self.data[blob_id])
+
+    def open(self, blob_id: str) -> BinaryIO:
+        return io.BytesIO(self.data[blob_id])
+
+
+@pytest.mark.parametrize("dtype, noise, agree", [
+    ("float64", 1e-13, True), ("float64", 1e-6, False), ("float32", 1e-6, True), ("float32", 1e-2, False),
+])
+def test_copies_agree_within_the_declared_tolerance(dtype: str, noise: float, agree: bool) -> None:
+    block = np.random.default_rng(2).standard_normal((4, 5)).astype(dtype)
+    other = (block * (1 + noise)).astype(dtype)
+    blobs = _Blobs({"x" * 64: block.tobytes(), "y" * 64: other.tobytes()})
+    ctx = JobContext(job_id="j", params=MatmulParams(), inputs=_Inputs({}), outputs=None,  # type: ignore[arg-type]
+                     results=lambda: iter(()), blobs=blobs, state={"out": np.dtype(dtype).str})
+    first = msgspec.msgpack.encode(["x" * 64, block.nbytes])
+    second = msgspec.msgpack.encode(["y" * 64, other.nbytes])
+    assert KIND.agree(ctx, first, first)
+    assert KIND.agree(ctx, first, second) is agree
+
+
+def test_integer_copies_must_be_equal() -> None:
+    block = np.arange(6, dtype=np.int64)
+    blobs = _Blobs({"x" * 64: block.tobytes(), "y" * 64: (block + 1).tobytes()})
+    ctx = JobContext(job_id="j", params=MatmulParams(), inputs=_Inputs({}), outputs=None,  # type: ignore[arg-type]
+                     results=lambda: iter(()), blobs=blobs, state={"out": "<i8"})
+    assert not KIND.agree(ctx, msgspec.msgpack.encode(["x" * 64, 48]), msgspec.msgpack.encode(["y" * 64, 48]))

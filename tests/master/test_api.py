@@ -172,7 +172,7 @@ BAD_JOBS: dict[str, tuple[Any, str]] = {
     "priority out of range": ({"kind": "montecarlo", "params": {"samples": 10}, "priority": 10**6}, "priority"),
     "max_attempts zero": ({"kind": "montecarlo", "params": {"samples": 10}, "max_attempts": 0}, "max_attempts"),
     "negative timeout": ({"kind": "montecarlo", "params": {"samples": 10}, "timeout": -1}, "timeout"),
-    "replicas": ({"kind": "montecarlo", "params": {"samples": 10}, "replicas": 3}, "replicas"),
+    "replicas": ({"kind": "montecarlo", "params": {"samples": 10}, "replicas": 10}, "replicas"),
     "params not an object": ({"kind": "montecarlo", "params": [1, 2]}, "params"),
     "body a list": ([1, 2], "invalid job"),
 }

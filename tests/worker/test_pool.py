@@ -1,4 +1,5 @@
-"""The chunk process pool with real spawned processes: crashes, timeouts, cancel, reuse."""
+"""The chunk process pool with real processes: crashes, timeouts, cancel, reuse; plain, under bubblewrap
+and in docker (the `isolation` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import os
 import pickle
 import signal
+import sys
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +19,8 @@ from rvidia.protocol import messages as m
 from rvidia.protocol import values
 from rvidia.worker.pool import ChunkPool
 
+from sandboxes import make_launcher
+
 
 def _task(index: int, items: list[Any], timeout: float | None = None) -> m.ChunkTask:
     return m.ChunkTask(job_id="j1", stage=0, index=index, attempt=1, kind="map",
@@ -23,11 +28,11 @@ def _task(index: int, items: list[Any], timeout: float | None = None) -> m.Chunk
 
 
 class Harness:
-    def __init__(self, tmp: Path, fn: Callable[..., Any], slots: int = 1) -> None:
+    def __init__(self, tmp: Path, fn: Callable[..., Any], slots: int = 1, isolation: str = "none") -> None:
         self.fn_path = tmp / "fn.pkl"
         self.fn_path.write_bytes(cloudpickle.dumps(fn))
         self.outcomes: asyncio.Queue[m.ChunkOutcome] = asyncio.Queue()
-        self.pool = ChunkPool(slots, self.outcomes.put_nowait)
+        self.pool = ChunkPool(slots, self.outcomes.put_nowait, launcher=make_launcher(isolation, [str(tmp)]))
         self.pool.start()
 
     def submit(self, task: m.ChunkTask) -> None:
@@ -40,7 +45,10 @@ class Harness:
         return [s.proc.pid for s in self.pool.slots if s.proc is not None]
 
 
-def _behave(x: int) -> int:
+PROCESS = uuid.uuid4().hex  # one per chunk process (pids repeat inside a sandbox's pid namespace)
+
+
+def _behave(x: int) -> str:
     if x == -1:
         os._exit(3)
     if x == -2:
@@ -52,12 +60,12 @@ def _behave(x: int) -> int:
             pass
     if x == -5:
         raise ValueError("bad item")
-    return os.getpid()
+    return PROCESS
 
 
 @pytest.fixture
-async def harness(tmp_path: Path):
-    h = Harness(tmp_path, _behave)
+async def harness(tmp_path: Path, isolation: str):
+    h = Harness(tmp_path, _behave, isolation=isolation)
     yield h
     h.pool.close()
 
@@ -68,7 +76,7 @@ async def test_runs_and_reuses_the_process(harness: Harness) -> None:
     harness.submit(_task(1, [2]))
     second = await harness.next()
     assert first.ok and second.ok
-    assert values.loads(first.result) == values.loads(second.result)  # same child pid: reused
+    assert values.loads(first.result) == values.loads(second.result)  # the same process: reused
 
 
 @pytest.mark.parametrize("item, reason", [
@@ -113,14 +121,24 @@ async def test_more_tasks_than_slots_wait_their_turn(harness: Harness) -> None:
     assert got == [0, 1, 2, 3]
 
 
-def _die_at_start(*args: Any) -> None:
-    os._exit(7)
+async def test_a_task_held_behind_a_long_chunk_is_handed_back(harness: Harness) -> None:
+    """A prefetched task that waits past the hold limit goes back to the master, unrun."""
+    harness.pool.hold_limit = 0.3
+    harness.submit(_task(0, [-4], timeout=5))  # loops until its timeout
+    harness.submit(_task(1, [1]))
+    back = await harness.next()
+    assert back.index == 1 and back.handed_back and not back.ok and "behind a long-running chunk" in (back.error or "")
+    assert harness.pool.running == 1  # only the long one
+    harness.pool.cancel([m.ChunkRef("j1", 0, 0, 1)])
+
+
+DIE_AT_START = [sys.executable, "-c", "import os; os._exit(7)"]  # a chunk process that dies at once
 
 
 async def test_a_process_that_dies_at_start_is_restarted_with_backoff() -> None:
     """A broken environment must not make the worker spin starting processes."""
     outcomes: asyncio.Queue[m.ChunkOutcome] = asyncio.Queue()
-    pool = ChunkPool(1, outcomes.put_nowait, target=_die_at_start)
+    pool = ChunkPool(1, outcomes.put_nowait, entry=DIE_AT_START)
     pool.start()
     await asyncio.sleep(3.0)
     started = pool.slots[0].generation

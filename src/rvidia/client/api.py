@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import httpx
 
-from rvidia import addresses
+from rvidia import addresses, tls
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -45,13 +45,20 @@ class ApiError(Exception):
 
 
 class Cluster:
-    """A connection to a master: ``rvidia.connect(url, token=...)``."""
+    """A connection to a master: ``rvidia.connect(url, token=..., ca=...)``.
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0) -> None:
+    ``ca`` (else $RVIDIA_CA) is the PEM file of the CA an https:// master's certificate must chain to,
+    for a private certificate; without it the default trust store is used.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0,
+                 ca: str | os.PathLike[str] | None = None) -> None:
         self.url = addresses.master_url(url)
         self.token = addresses.token(token)
+        self.ca = tls.ca_file(ca)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                 verify=tls.httpx_verify(self.ca))
 
     # ------------------------------------------------------------ plumbing
 
@@ -59,12 +66,19 @@ class Cluster:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
+            raise self._unreachable(exc) from None
         if response.status_code == 401:
             raise TokenRefused(f"the master at {self.url} refused the token: {_error_text(response)}")
         if response.status_code >= 400:
             raise ApiError(response.status_code, _error_text(response))
         return response
+
+    def _unreachable(self, exc: httpx.TransportError) -> MasterUnreachable:
+        """The one-line reason a request never got an answer; a refused certificate says so."""
+        refused = tls.verify_failure(exc)
+        if refused is not None:
+            return MasterUnreachable(tls.explain(self.url, refused, self.ca))
+        return MasterUnreachable(f"cannot reach the master at {self.url}: {exc}")
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
@@ -122,7 +136,7 @@ class Cluster:
                     for part in response.iter_bytes(1 << 20):
                         f.write(part)
         except httpx.TransportError as exc:
-            raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
+            raise self._unreachable(exc) from None
         return path
 
     def fetch(self, blob_id: str) -> bytes:
@@ -132,11 +146,14 @@ class Cluster:
 
     def submit(self, kind: str, *, inputs: dict[str, Any] | None = None, priority: int = 0,
                max_attempts: int = 3, timeout: float | None = None, resources: dict[str, float] | None = None,
-               idempotency_key: str | None = None, deadline: float | None = None, **params: Any) -> "Job":
-        """Submit a job of ``kind`` with ``params``; ``inputs`` values are paths, bytes or blob ids."""
+               idempotency_key: str | None = None, deadline: float | None = None, replicas: int = 1,
+               **params: Any) -> "Job":
+        """Submit a job of ``kind`` with ``params``; ``inputs`` values are paths, bytes or blob ids.
+        ``replicas`` >= 2 runs each chunk on that many different workers and keeps agreeing results."""
         blobs = {name: self._as_blob(value) for name, value in (inputs or {}).items()}
         body = {"kind": kind, "params": params, "inputs": blobs, "priority": priority,
-                "max_attempts": max_attempts, "timeout": timeout, "resources": resources or {}}
+                "max_attempts": max_attempts, "timeout": timeout, "resources": resources or {},
+                "replicas": replicas}
         if deadline is not None:  # seconds after submission; later the job is cancelled
             body["deadline"] = deadline
         key = idempotency_key or secrets.token_hex(16)
@@ -161,8 +178,12 @@ class Cluster:
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], *, chunksize: int | None = None,
             allow_pickle_results: bool = False, star: bool = False, max_attempts: int = 1,
-            priority: int = 0) -> "Job":
-        """Run ``fn`` over ``items`` on workers started with --allow-code; results keep their order."""
+            priority: int = 0, timeout: float | None = None) -> "Job":
+        """Run ``fn`` over ``items`` on workers started with --allow-code; results keep their order.
+
+        ``timeout`` is seconds per chunk attempt: a chunk still running then is killed and fails (and
+        is retried while ``max_attempts`` allows), so one endless call cannot hold a worker forever.
+        """
         from rvidia.client.mapjob import pack_map
 
         items = list(items)
@@ -171,7 +192,7 @@ class Cluster:
         params = {"python": "{}.{}".format(*sys.version_info[:2]), "items": len(items), "star": star,
                   "allow_pickle_results": allow_pickle_results}
         job = self.submit("map", inputs={"function": self.upload(function_blob), "items": self.upload(items_blob)},
-                          max_attempts=max_attempts, priority=priority, **params)
+                          max_attempts=max_attempts, priority=priority, timeout=timeout, **params)
         job.allow_pickle = allow_pickle_results
         job.chunksize = size
         return job
@@ -247,9 +268,11 @@ class Job:
         return {name: self.cluster.download(blob, folder / name) for name, blob in view["outputs"].items()}
 
 
-def connect(url: str | None = None, token: str | None = None) -> Cluster:
-    """Connect to a running master (``--master``/``RVIDIA_MASTER`` and token rules apply)."""
-    return Cluster(url, token)
+def connect(url: str | None = None, token: str | None = None,
+            ca: str | os.PathLike[str] | None = None) -> Cluster:
+    """Connect to a running master (``--master``/``RVIDIA_MASTER``, token and ``--ca``/``RVIDIA_CA``
+    rules apply)."""
+    return Cluster(url, token, ca=ca)
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -12,6 +12,7 @@ from typing import Callable
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from rvidia import tls
 from rvidia.addresses import ws_url
 from rvidia.client.api import MasterUnreachable, TokenRefused
 from rvidia.protocol import client as c
@@ -20,11 +21,12 @@ from rvidia.protocol.messages import MAX_FRAME_BYTES
 
 class Channel:
     def __init__(self, master: str, token: str | None, on_message: Callable[[c.ToClient], None],
-                 on_lost: Callable[[BaseException], None]) -> None:
+                 on_lost: Callable[[BaseException], None], ca: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = ws_url(master, "/ws/client")
         try:
             # Entered as a context manager: the form every websockets version >= 12 accepts as current.
-            self._cm = connect(ws_url(master, "/ws/client"), additional_headers=headers,
+            self._cm = connect(url, additional_headers=headers, ssl=tls.ws_ssl(url, ca),
                                max_size=MAX_FRAME_BYTES, compression=None, open_timeout=10, close_timeout=2)
             self._ws: ClientConnection = self._cm.__enter__()
         except InvalidStatus as exc:
@@ -33,6 +35,9 @@ class Channel:
                 raise TokenRefused(f"the master at {master} refused the token") from None
             raise MasterUnreachable(f"the master at {master} refused the connection (HTTP {code})") from None
         except (OSError, TimeoutError) as exc:
+            refused = tls.verify_failure(exc)
+            if refused is not None:
+                raise MasterUnreachable(tls.explain(master, refused, ca)) from None
             raise MasterUnreachable(f"cannot reach the master at {master}: {exc}") from None
         self._send_lock = threading.Lock()
         self._on_message, self._on_lost = on_message, on_lost

@@ -121,7 +121,8 @@ class ClusterExecutor(Executor):
         from rvidia.client.channel import Channel
 
         if self._channel is None or not self._channel.alive:
-            self._channel = Channel(self.cluster.url, self.cluster.token, self._on_message, self._on_lost)
+            self._channel = Channel(self.cluster.url, self.cluster.token, self._on_message, self._on_lost,
+                                    ca=self.cluster.ca)
         return self._channel
 
     def _params(self, n: int, **extra: Any) -> dict[str, Any]:

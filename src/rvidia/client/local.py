@@ -35,14 +35,20 @@ class LocalCluster(Cluster):
     def __init__(self, workers: int = 2, *, slots: int | None = None, data_dir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", port: int = 0, allow_code: bool = True,
                  worker_timeout: float | None = None, quiet: bool = True, start_timeout: float = 60.0,
-                 advertise: bool = False) -> None:
+                 advertise: bool = False, master_args: list[str] | None = None,
+                 isolation: str | None = "none") -> None:
+        # ``isolation``: how the local workers contain chunk processes (`rvidia worker --isolation`).
+        # A LocalCluster runs its own user's code on its own machine, as multiprocessing would, so by
+        # default its chunks see that user's files ("none"); None takes the worker's default (bwrap
+        # where it works), which `rvidia up`, a master others may reach, uses.
+        self._isolation = isolation
         self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="rvidia-local-")
         self.data_dir = Path(data_dir if data_dir is not None else self._tmp)  # type: ignore[arg-type]
         self.procs: list[subprocess.Popen[str]] = []
         self._quiet = quiet
         self._closed = False
         try:
-            url = self._start_master(host, port, worker_timeout, start_timeout, advertise)
+            url = self._start_master(host, port, worker_timeout, start_timeout, advertise, master_args or [])
             token = (self.data_dir / "token").read_text().strip()
             super().__init__(url, token)
             for i in range(workers):
@@ -62,8 +68,9 @@ class LocalCluster(Cluster):
         return proc
 
     def _start_master(self, host: str, port: int, worker_timeout: float | None, timeout: float,
-                      advertise: bool = False) -> str:
-        args = ["master", "--host", host, "--port", str(port), "--data-dir", str(self.data_dir)]
+                      advertise: bool = False, extra: list[str] | None = None) -> str:
+        """``extra``: more `rvidia master` flags (LocalCluster(master_args=...))."""
+        args = ["master", "--host", host, "--port", str(port), "--data-dir", str(self.data_dir), *(extra or [])]
         if not advertise:  # a throwaway cluster (rvidia run, tests) is no service to announce; `up` asks
             args.append("--no-advertise")
         if worker_timeout is not None:
@@ -85,6 +92,8 @@ class LocalCluster(Cluster):
             args += ["--name", name]
         if allow_code:
             args.append("--allow-code")
+        if self._isolation is not None:
+            args += ["--isolation", self._isolation]
         proc = self._spawn(args + (extra or []), env={"RVIDIA_TOKEN": self.token or ""})
         return proc
 

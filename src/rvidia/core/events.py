@@ -78,6 +78,8 @@ class JobSubmitted:
     # Who submitted it (the token's name): free slots are shared between users first, then between
     # each user's jobs, within one priority.
     user: str = ""
+    # Each chunk runs on this many different workers and their results vote (rvidia.core.replicas).
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class ChunkSucceeded:
     stage: int
     index: int
     attempt: int
+    vote: str = ""  # replicated jobs: the master's label of this result (equal results, equal labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class ChunkHandedBack:
     index: int
     attempt: int
     reason: str = "handed back by its worker"
+    unstarted: bool = False  # it never ran there (held behind another chunk): not counted as a loss
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,18 @@ class JobFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Outvoted:
+    """A copy of a replicated chunk disagreed with the majority: flag its worker."""
+
+    worker_id: str
+    job_id: str
+    stage: int
+    index: int
+    attempt: int
+    winner: str  # the worker whose result was accepted
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerLost:
     worker_id: str
     reason: str
@@ -220,4 +236,5 @@ class WorkerLost:
 
 Instruction = (
     Assign | CancelChunk | AcceptResult | DropResult | RetryChunk | StageComplete | JobFailed | WorkerLost
+    | Outvoted
 )

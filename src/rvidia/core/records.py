@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from rvidia.core.events import Requirement
+from rvidia.core.replicas import Vote
 
 ChunkKey = tuple[str, int, int]  # job id, stage, index
 DURATIONS_KEPT = 64  # recent successful chunk durations per job, for the speculation rule
@@ -54,6 +56,70 @@ class PendingChunks:
         self._next = self._n
 
 
+class FreeWorkers:
+    """Workers with a free slot, bucketed by how many they have, so that the worker with the most
+    free slots is found without a scan over the pool (the number of buckets is the number of distinct
+    slot counts, a handful)."""
+
+    __slots__ = ("_buckets", "_free_of")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, dict[str, None]] = {}
+        self._free_of: dict[str, int] = {}
+
+    def set(self, worker_id: str, free: int) -> None:
+        old = self._free_of.get(worker_id)
+        if old == free:
+            return
+        if old is not None:
+            bucket = self._buckets[old]
+            del bucket[worker_id]
+            if not bucket:
+                del self._buckets[old]
+            del self._free_of[worker_id]
+        if free > 0:
+            self._buckets.setdefault(free, {})[worker_id] = None
+            self._free_of[worker_id] = free
+
+    def __bool__(self) -> bool:
+        return bool(self._free_of)
+
+    def __len__(self) -> int:
+        return len(self._free_of)
+
+    def most_free_first(self) -> Iterator[str]:
+        """Worker ids, most free slots first; within a count, longest at that count first. The
+        caller must not change the index while it iterates."""
+        for free in sorted(self._buckets, reverse=True):
+            yield from self._buckets[free]
+
+
+class LastSeen:
+    """Workers ordered by when they were last heard from (the clock only moves forward), so a tick
+    finds the silent ones without looking at the others."""
+
+    __slots__ = ("_order",)
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[str, float] = OrderedDict()
+
+    def seen(self, worker_id: str, at: float) -> None:
+        self._order[worker_id] = at
+        self._order.move_to_end(worker_id)
+
+    def forget(self, worker_id: str) -> None:
+        self._order.pop(worker_id, None)
+
+    def silent_since(self, deadline: float) -> list[str]:
+        """Workers last heard from before ``deadline``, oldest first."""
+        out = []
+        for worker_id, at in self._order.items():
+            if at >= deadline:
+                break
+            out.append(worker_id)
+        return out
+
+
 @dataclass(slots=True)
 class WorkerEntry:
     worker_id: str
@@ -71,6 +137,13 @@ class WorkerEntry:
         if self.paused or self.drained:
             return 0
         return max(0, self.slots - len(self.running))
+
+    @property
+    def ahead(self) -> int:
+        """Room for chunks held behind the running ones (prefetch): one per slot."""
+        if self.paused or self.drained:
+            return 0
+        return max(0, 2 * self.slots - len(self.running))
 
     def can_serve(self, req: Requirement) -> bool:
         if req.needs_code and not (self.allow_code and self.python == req.python):
@@ -96,6 +169,26 @@ class JobEntry:
     user: str = ""  # who submitted it: the unit of fair share
     # Seconds the latest successful attempts took: what a "typical" chunk of this stage takes.
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=DURATIONS_KEPT))
+    # Replicated jobs (replicas > 1), per chunk index being decided: copies still to start, workers
+    # that ran a copy (each copy goes to a different one), results in, extra copies asked for.
+    replicas: int = 1
+    wanting: dict[int, int] = field(default_factory=dict)
+    ran_on: dict[int, set[str]] = field(default_factory=dict)
+    votes: dict[int, list[Vote]] = field(default_factory=dict)
+    extra: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def has_work(self) -> bool:
+        """Chunks (or copies of replicated chunks) wait to be handed out."""
+        return bool(self.pending) or bool(self.wanting)
+
+    def forget_index(self, index: int) -> None:
+        for table in (self.wanting, self.ran_on, self.votes, self.extra):
+            table.pop(index, None)
+
+    def clear_replicas(self) -> None:
+        for table in (self.wanting, self.ran_on, self.votes, self.extra):
+            table.clear()
 
     def copies(self, index: int, worker_id: str, attempt: int) -> bool:
         """Whether ``attempt`` of chunk ``index`` on ``worker_id`` is one of its running copies."""
@@ -111,4 +204,4 @@ class JobEntry:
 
     @property
     def stage_finished(self) -> bool:
-        return self.done >= self.n_chunks and not self.running and not self.pending
+        return self.done >= self.n_chunks and not self.running and not self.has_work

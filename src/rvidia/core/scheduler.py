@@ -8,10 +8,11 @@ events with :meth:`Scheduler.handle` and carries out the instructions it returns
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Collection
 
 from rvidia.core import events as ev
-from rvidia.core.records import ChunkKey, JobEntry, PendingChunks, WorkerEntry
+from rvidia.core.records import ChunkKey, FreeWorkers, JobEntry, LastSeen, PendingChunks, WorkerEntry
+from rvidia.core.replicas import Vote, decide
 
 # A chunk whose workers keep disappearing is given up on after this many losses: a worker loss is
 # not the chunk's fault, so it does not count against max_attempts, but it must not loop forever.
@@ -22,13 +23,18 @@ MAX_LOSSES = 10
 # keeps a slow or stuck machine (frozen chunk processes behind a live agent) from stalling a job.
 SPECULATION_FACTOR = 2.0
 SPECULATION_MIN = 1.0
+# Prefetch: a job whose typical chunk takes less than this many seconds gives each worker one more
+# chunk per slot, held behind its running ones, so a slot never waits a round trip to the master
+# for its next short chunk. Longer chunks are not held back (that would starve other workers).
+PREFETCH_BELOW = 0.5
 
 
 class Scheduler:
     """Events in, instructions out; see ``rvidia.core.events`` for both."""
 
     def __init__(self, clock: Callable[[], float], worker_timeout: float = 10.0, user_limit: int = 0,
-                 speculation: float = SPECULATION_FACTOR, speculation_min: float = SPECULATION_MIN) -> None:
+                 speculation: float = SPECULATION_FACTOR, speculation_min: float = SPECULATION_MIN,
+                 prefetch_below: float = PREFETCH_BELOW) -> None:
         self.clock = clock
         self.worker_timeout = worker_timeout
         self.speculation = speculation  # 0 turns backup copies off
@@ -41,7 +47,11 @@ class Scheduler:
         self.jobs: dict[str, JobEntry] = {}
         # Least recently served job first: iteration order is the round-robin order.
         self._order: OrderedDict[str, None] = OrderedDict()
-        self._free: dict[str, None] = {}  # workers with a free slot, insertion-ordered
+        self._free = FreeWorkers()  # workers with a free slot, by how many
+        self._ahead = FreeWorkers()  # workers with room for a prefetched chunk, by how much
+        self.prefetch_below = prefetch_below  # 0 turns prefetch off
+        self._pool = self._free  # where placement looks for room: free slots, or prefetch room
+        self._last_seen = LastSeen()
         # When each user was last given a chunk (a counter): least recently served user first.
         self._user_served: dict[str, int] = {}
         self._serves = 0
@@ -66,7 +76,7 @@ class Scheduler:
     def reason(self, job_id: str) -> str | None:
         """Why a job with chunks waiting cannot run anywhere, or None if some worker could run it."""
         job = self.jobs.get(job_id)
-        if job is None or not job.pending:
+        if job is None or not job.has_work:
             return None
         live = list(self.workers.values())
         if not live:
@@ -81,6 +91,12 @@ class Scheduler:
             return "every worker that could run it is paused or drained"
         if self._at_user_limit(job.user):
             return f"its user already runs {self.user_limit} chunks, the per-user limit"
+        able = {w.worker_id for w in live if w.can_serve(req)}
+        if job.replicas > len(able):
+            return f"replicas={job.replicas} needs that many different workers; {len(able)} can run it"
+        if job.wanting and not job.pending and all(able <= job.ran_on.get(i, set()) for i in job.wanting):
+            return ("the copies of a chunk disagree: the deciding run needs a worker that has not run that "
+                    f"chunk yet, and all {len(able)} that can run it have")
         return None
 
     def running_on(self, worker_id: str) -> int:
@@ -101,6 +117,7 @@ class Scheduler:
             worker_id=e.worker_id, slots=max(0, e.slots), allow_code=e.allow_code,
             python=e.python, resources=dict(e.resources), last_seen=self.clock(),
         )
+        self._last_seen.seen(e.worker_id, self.clock())
         self._refresh_free(e.worker_id)
 
     def _on_worker_left(self, e: ev.WorkerLeft) -> None:
@@ -111,12 +128,14 @@ class Scheduler:
         worker = self.workers.get(e.worker_id)
         if worker is not None:
             worker.last_seen = self.clock()
+            self._last_seen.seen(e.worker_id, worker.last_seen)
 
     def _on_capacity(self, e: ev.CapacityChanged) -> None:
         worker = self.workers.get(e.worker_id)
         if worker is not None:
             worker.slots, worker.paused = max(0, e.slots), e.paused
             worker.last_seen = self.clock()
+            self._last_seen.seen(e.worker_id, worker.last_seen)
             self._refresh_free(e.worker_id)
 
     def _on_drain(self, e: ev.DrainWorker) -> None:
@@ -128,37 +147,37 @@ class Scheduler:
     def _on_tick(self, e: ev.Tick) -> None:
         self._speculate_due = True
         deadline = self.clock() - self.worker_timeout
-        silent = [w.worker_id for w in self.workers.values() if w.last_seen < deadline]
-        for worker_id in silent:
+        for worker_id in self._last_seen.silent_since(deadline):
             self._lose_worker(worker_id, f"no heartbeat for {self.worker_timeout:g} s")
 
     def _lose_worker(self, worker_id: str, reason: str) -> None:
         worker = self.workers.pop(worker_id)
-        self._free.pop(worker_id, None)
+        self._free.set(worker_id, 0)
+        self._ahead.set(worker_id, 0)
+        self._last_seen.forget(worker_id)
         self._out.append(ev.WorkerLost(worker_id, reason))
         for (job_id, stage, index), attempt in worker.running.items():
             job = self.jobs.get(job_id)
             if job is None or job.stage != stage or not job.copies(index, worker_id, attempt):
                 continue
-            if self._end_copy(job, index, attempt) is not None and index not in job.running:
-                self._requeue_lost(job, index, f"worker {worker_id} lost: {reason}")
+            if self._end_copy(job, index, attempt) is not None and (index not in job.running or job.replicas > 1):
+                self._requeue_lost(job, index, f"worker {worker_id} lost: {reason}", worker_id)
 
-    def _requeue_lost(self, job: JobEntry, index: int, error: str) -> None:
+    def _requeue_lost(self, job: JobEntry, index: int, error: str, worker_id: str, count: bool = True) -> None:
         """Run the chunk again elsewhere without counting a failed attempt (its worker went away or
-        gave it back); a chunk lost MAX_LOSSES times in a row fails its job instead of looping."""
-        job.losses[index] = job.losses.get(index, 0) + 1
+        gave it back); a chunk lost MAX_LOSSES times in a row fails its job instead of looping. A chunk
+        given back before it started (``count`` False) lost no work and is not counted."""
+        job.losses[index] = job.losses.get(index, 0) + (1 if count else 0)
         if job.losses[index] >= MAX_LOSSES:
             self._fail_job(job, f"chunk {index} was lost with {MAX_LOSSES} workers in a row", index)
             return
-        job.pending.push_retry(index)
+        self._again(job, index, worker_id)
         self._out.append(ev.RetryChunk(job.job_id, job.stage, index, error, lost=True))
 
     def _refresh_free(self, worker_id: str) -> None:
         worker = self.workers.get(worker_id)
-        if worker is not None and worker.free > 0:
-            self._free[worker_id] = None
-        else:
-            self._free.pop(worker_id, None)
+        self._free.set(worker_id, worker.free if worker is not None else 0)
+        self._ahead.set(worker_id, worker.ahead if worker is not None else 0)
 
     # ------------------------------------------------------------ jobs
 
@@ -167,7 +186,7 @@ class Scheduler:
             job_id=e.job_id, priority=e.priority, max_attempts=max(1, e.max_attempts),
             requirement=e.requirement, stage=e.stage, n_chunks=e.n_chunks,
             pending=PendingChunks(e.n_chunks, e.done), done=len(e.done),
-            attempts=dict(e.attempts), failures=dict(e.failures), user=e.user,
+            attempts=dict(e.attempts), failures=dict(e.failures), user=e.user, replicas=max(1, e.replicas),
         )
         self.jobs[e.job_id] = job
         self._order[e.job_id] = None
@@ -185,6 +204,7 @@ class Scheduler:
         job.failures.clear()
         job.losses.clear()
         job.durations.clear()
+        job.clear_replicas()
         self._check_stage(job)
 
     def _on_cancel(self, e: ev.CancelJob) -> None:
@@ -201,6 +221,10 @@ class Scheduler:
         """Forget a job, telling workers to kill its running chunks."""
         for index in list(job.running):
             self._cancel_copies(job, index)
+        for index, waiting in job.votes.items():  # results held for a vote: the master frees them
+            for v in waiting:
+                self._out.append(ev.DropResult(v.worker_id, job.job_id, job.stage, index, v.attempt, "job ended"))
+        job.clear_replicas()
         job.pending.clear()
         self.jobs.pop(job.job_id, None)
         self._order.pop(job.job_id, None)
@@ -255,9 +279,45 @@ class Scheduler:
             return
         job, started = current
         job.durations.append(max(0.0, self.clock() - started))
-        job.done += 1
+        if job.replicas > 1:
+            self._vote(job, e)
+            return
+        self._settled(job, e.index)
         self._out.append(ev.AcceptResult(e.worker_id, e.job_id, e.stage, e.index, e.attempt))
         self._cancel_copies(job, e.index)  # the other copy lost the race: the first result wins
+        self._check_stage(job)
+
+    @staticmethod
+    def _settled(job: JobEntry, index: int) -> None:
+        """A chunk's result is accepted: count it and forget its history, so that the scheduler's
+        memory follows the chunks in flight, not the chunks done."""
+        job.done += 1
+        for table in (job.attempts, job.failures, job.losses):
+            table.pop(index, None)
+
+    def _vote(self, job: JobEntry, e: ev.ChunkSucceeded) -> None:
+        """A copy of a replicated chunk is in: accept, ask for one more copy, or fail (core.replicas)."""
+        votes = job.votes.setdefault(e.index, [])
+        votes.append(Vote(e.worker_id, e.attempt, e.vote))
+        verdict = decide(votes, job.replicas, job.extra.get(e.index, 0))
+        if verdict is None:
+            return
+        if verdict.run_more:
+            job.extra[e.index] = job.extra.get(e.index, 0) + 1
+            job.wanting[e.index] = job.wanting.get(e.index, 0) + 1
+            return
+        if verdict.winner is None:
+            self._fail_job(job, f"chunk {e.index}: {verdict.error}", e.index)
+            return
+        winner = verdict.winner
+        self._settled(job, e.index)
+        self._out.append(ev.AcceptResult(winner.worker_id, e.job_id, e.stage, e.index, winner.attempt))
+        for v in votes:
+            if v is not winner:
+                self._out.append(ev.DropResult(v.worker_id, e.job_id, e.stage, e.index, v.attempt, "replica"))
+        for v in verdict.outvoted:
+            self._out.append(ev.Outvoted(v.worker_id, e.job_id, e.stage, e.index, v.attempt, winner.worker_id))
+        job.forget_index(e.index)
         self._check_stage(job)
 
     def _on_chunk_failed(self, e: ev.ChunkFailed) -> None:
@@ -267,13 +327,23 @@ class Scheduler:
         job = current[0]
         failures = job.failures.get(e.index, 0) + 1
         job.failures[e.index] = failures
-        if e.index in job.running:
+        if e.index in job.running and job.replicas == 1:
             return  # another copy still runs: it decides (it fails the job if it fails too)
         if failures >= job.max_attempts:
             self._fail_job(job, f"chunk {e.index} failed {failures} times; last error: {e.error}", e.index)
             return
-        job.pending.push_retry(e.index)
+        self._again(job, e.index, e.worker_id)
         self._out.append(ev.RetryChunk(e.job_id, e.stage, e.index, e.error))
+
+    def _again(self, job: JobEntry, index: int, worker_id: str) -> None:
+        """One more copy of the chunk must run: a replicated chunk wants another copy (``worker_id``,
+        whose copy gave no result, may run it), any other chunk goes back in the queue."""
+        if job.replicas > 1:
+            job.wanting[index] = job.wanting.get(index, 0) + 1
+            if not any(v.worker_id == worker_id for v in job.votes.get(index, ())):
+                job.ran_on.get(index, set()).discard(worker_id)
+        else:
+            job.pending.push_retry(index)
 
     def _at_user_limit(self, user: str) -> bool:
         return 0 < self.user_limit <= self._user_running.get(user, 0)
@@ -287,8 +357,9 @@ class Scheduler:
 
     def _on_chunk_handed_back(self, e: ev.ChunkHandedBack) -> None:
         current = self._current(e)
-        if current is not None and e.index not in current[0].running:
-            self._requeue_lost(current[0], e.index, f"handed back by worker {e.worker_id}: {e.reason}")
+        if current is not None and (e.index not in current[0].running or current[0].replicas > 1):
+            self._requeue_lost(current[0], e.index, f"handed back by worker {e.worker_id}: {e.reason}", e.worker_id,
+                               count=not e.unstarted)
 
     def _release(self, worker_id: str, key: ChunkKey) -> None:
         worker = self.workers.get(worker_id)
@@ -300,11 +371,30 @@ class Scheduler:
     def _schedule(self) -> None:
         """Fill free slots: highest priority first, round-robin between jobs of one priority."""
         speculate, self._speculate_due = self._speculate_due, False
-        if not self._free or not self._order:
+        if not self._order:
             return
-        self._fill([self.jobs[j] for j in self._order if self.jobs[j].pending])
-        if speculate and self.speculation > 0 and self._free:
-            self._speculate()
+        if self._free:
+            self._fill([self.jobs[j] for j in self._order if self.jobs[j].has_work])
+            if speculate and self.speculation > 0 and self._free:
+                self._speculate()
+        if self._ahead and self.prefetch_below > 0:
+            self._prefetch()
+
+    def _prefetch(self) -> None:
+        """Hold one more chunk per slot on workers running short chunks (see PREFETCH_BELOW): the
+        same placement as for free slots (priority, fair share, round-robin), over the prefetch room."""
+        short = [job for job in (self.jobs[j] for j in self._order) if self._short(job)]
+        if not short:
+            return
+        self._pool = self._ahead
+        try:
+            self._fill(short)
+        finally:
+            self._pool = self._free
+
+    def _short(self, job: JobEntry) -> bool:
+        typical = job.typical() if job.pending and job.replicas == 1 else None
+        return typical is not None and typical < self.prefetch_below
 
     def _fill(self, runnable: list[JobEntry]) -> None:
         if not runnable:
@@ -315,7 +405,7 @@ class Scheduler:
             tiers.setdefault(job.priority, []).append(job)
         for tier in tiers.values():
             self._fill_tier(tier)
-            if not self._free:
+            if not self._pool:
                 return
 
     def _speculate(self) -> None:
@@ -325,8 +415,8 @@ class Scheduler:
         for job_id in list(self._order):
             job = self.jobs[job_id]
             typical = job.typical()
-            if job.pending or not job.running or typical is None:
-                continue
+            if job.pending or not job.running or typical is None or job.replicas > 1:
+                continue  # not at its tail, or nothing to go by; replicated chunks run on several anyway
             limit = max(self.speculation * typical, self.speculation_min)
             for index, copies in list(job.running.items()):
                 if len(copies) > 1:
@@ -334,11 +424,11 @@ class Scheduler:
                 worker_id, started = next(iter(copies.values()))
                 if now - started < limit:
                     continue
-                worker = None if self._at_user_limit(job.user) else self._pick_worker(job, avoid=worker_id)
+                worker = None if self._at_user_limit(job.user) else self._pick_worker(job, avoid=(worker_id,))
                 if worker is None:
                     continue  # no free worker other than its own may take a copy
                 self._assign(worker, job, index, backup=True)
-                if not self._free:
+                if not self._pool:
                     return
 
     def _fill_tier(self, tier: list[JobEntry]) -> None:
@@ -349,19 +439,19 @@ class Scheduler:
             self._fill_between_users(by_user)
             return
         progressed = True
-        while progressed and self._free:
+        while progressed and self._pool:
             progressed = False
             for job in tier:
                 if self._try_assign(job):
                     progressed = True
-                    if not self._free:
+                    if not self._pool:
                         return
 
     def _fill_between_users(self, by_user: dict[str, list[JobEntry]]) -> None:
         """Fair share: one chunk per user per round, least recently served user first; within a
         user, round-robin between that user's jobs (their order in ``by_user`` is ``_order``'s)."""
         progressed = True
-        while progressed and self._free:
+        while progressed and self._pool:
             progressed = False
             for user in sorted(by_user, key=lambda u: self._user_served.get(u, 0)):
                 jobs = by_user[user]
@@ -372,12 +462,19 @@ class Scheduler:
                     jobs.append(job)
                     progressed = True
                     break
-                if not self._free:
+                if not self._pool:
                     return
 
     def _try_assign(self, job: JobEntry) -> bool:
         """Give the job's next chunk to the best eligible free worker, if there is one."""
-        if not job.pending or self._at_user_limit(job.user):
+        if not job.has_work or self._at_user_limit(job.user):
+            return False
+        for index in job.wanting:  # copies of replicated chunks first: they finish a chunk sooner
+            worker = self._pick_worker(job, avoid=job.ran_on.get(index, ()))
+            if worker is not None:
+                self._assign(worker, job, index)
+                return True
+        if not job.pending:
             return False
         worker = self._pick_worker(job)
         if worker is None:
@@ -385,22 +482,40 @@ class Scheduler:
         self._assign(worker, job)
         return True
 
-    def _pick_worker(self, job: JobEntry, avoid: str = "") -> WorkerEntry | None:
+    def _pick_worker(self, job: JobEntry, avoid: Collection[str] = ()) -> WorkerEntry | None:
         """The eligible worker with the most free slots (spreads a job over the pool), other than
-        ``avoid`` (a backup copy never runs where the straggler runs)."""
-        best: WorkerEntry | None = None
-        best_free = 0
-        for worker_id in self._free:
-            if worker_id == avoid:
+        those in ``avoid`` (where a straggler or another copy of the chunk runs)."""
+        holding = self._pool is self._ahead
+        for worker_id in self._pool.most_free_first():
+            if worker_id in avoid:
                 continue
             worker = self.workers[worker_id]
-            free = worker.free
-            if free > best_free and worker.can_serve(job.requirement):
-                best, best_free = worker, free
-        return best
+            if worker.can_serve(job.requirement) and not (holding and self._held_up(worker)):
+                return worker
+        return None
+
+    def _held_up(self, worker: WorkerEntry) -> bool:
+        """Whether one of the worker's chunks has run past ``speculation_min``: a chunk held behind it
+        could wait for long, so none is prefetched there (O(chunks on that worker))."""
+        now = self.clock()
+        for job_id, stage, index in worker.running:
+            job = self.jobs.get(job_id)
+            copies = job.running.get(index, {}) if job is not None and job.stage == stage else {}
+            for holder, started in copies.values():
+                if holder == worker.worker_id and now - started > self.speculation_min:
+                    return True
+        return False
 
     def _assign(self, worker: WorkerEntry, job: JobEntry, index: int | None = None, backup: bool = False) -> None:
-        index = job.pending.pop() if index is None else index
+        if index is None:
+            index = job.pending.pop()
+            if job.replicas > 1:
+                job.wanting[index] = job.replicas
+        if job.replicas > 1:
+            job.ran_on.setdefault(index, set()).add(worker.worker_id)
+            job.wanting[index] -= 1
+            if job.wanting[index] <= 0:
+                del job.wanting[index]
         attempt = job.attempts.get(index, 0) + 1
         job.attempts[index] = attempt
         job.running.setdefault(index, {})[attempt] = (worker.worker_id, self.clock())

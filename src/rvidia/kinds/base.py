@@ -171,6 +171,12 @@ class Kind(abc.ABC):
     def merge(self, ctx: JobContext, acc: Any, index: int, result: bytes) -> Any:
         return acc
 
+    def agree(self, ctx: JobContext, a: bytes, b: bytes) -> bool:
+        """Whether two results of one chunk count as the same (replicas >= 2). Bitwise by default;
+        a kind whose results may differ in the last bits across machines overrides this with its
+        declared tolerance."""
+        return a == b
+
     def progress(self, ctx: JobContext, acc: Any) -> dict[str, Any] | None:
         """Extra live progress for the API and dashboard (training rounds' loss, say), or None."""
         return None

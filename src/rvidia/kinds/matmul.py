@@ -30,6 +30,10 @@ class MatmulParams(msgspec.Struct, forbid_unknown_fields=True):
                     "of c is about 4 MiB. Fixes chunk boundaries.")] = 0
 
 
+# Relative tolerance between two computations of one block of c (replicas, GPUs, other BLAS).
+TOLERANCE = {"float16": 1e-2, "float32": 1e-4, "float64": 1e-10}
+
+
 @dataclass(frozen=True)
 class NpyHeader:
     """What a ``.npy`` header says: enough to find any row without reading the data."""
@@ -172,6 +176,22 @@ class Matmul(Kind):
     def progress(self, ctx: JobContext, acc: int) -> dict[str, Any] | None:
         return {"bytes_of_c": acc}
 
+    def agree(self, ctx: JobContext, a: bytes, b: bytes) -> bool:
+        """Two copies of a block of c agree when equal within TOLERANCE for its dtype: a GPU or
+        another BLAS sums in another order. Integer blocks must be equal."""
+        import numpy as np
+
+        if a == b:
+            return True
+        (blob_a, size_a), (blob_b, size_b) = (msgspec.msgpack.decode(r, type=tuple[str, int]) for r in (a, b))
+        out = np.dtype(ctx.state["out"])
+        if size_a != size_b or ctx.blobs is None or out.kind != "f":
+            return False
+        with ctx.blobs.open(blob_a) as fa, ctx.blobs.open(blob_b) as fb:
+            x, y = np.frombuffer(fa.read(), dtype=out), np.frombuffer(fb.read(), dtype=out)
+        rtol = TOLERANCE.get(out.name, 1e-6)
+        return x.shape == y.shape and bool(np.allclose(x, y, rtol=rtol, atol=rtol * float(np.abs(y).max(initial=0))))
+
     def finish_stage(self, ctx: JobContext, acc: int) -> Done:
         import numpy as np
 
@@ -200,6 +220,8 @@ class Matmul(Kind):
     def run(self, params: MatmulParams, payload: bytes, ctx: RunContext) -> bytes:
         import numpy as np
 
+        from rvidia.worker import gpu
+
         a_blob, offset, start, rows, k, dtype, out = msgspec.msgpack.decode(
             payload, type=tuple[str, int, int, int, int, str, str])
         if ctx.blobs is None:
@@ -210,7 +232,9 @@ class Matmul(Kind):
         if len(raw) != nbytes:
             raise ValueError(f"rows {start}..{start + rows} of a: got {len(raw)} bytes, expected {nbytes}")
         a_block = np.frombuffer(raw, dtype=dt).reshape(rows, k)
-        c_block = np.ascontiguousarray(a_block @ _load_b(ctx), dtype=np.dtype(out))
+        b = _load_b(ctx)
+        on_gpu = gpu.matmul(a_block, b)  # None: no usable GPU here, or an integer product
+        c_block = np.ascontiguousarray(a_block @ b if on_gpu is None else on_gpu, dtype=np.dtype(out))
         data = c_block.tobytes()
         return msgspec.msgpack.encode([ctx.blobs.put(data), len(data)])
 

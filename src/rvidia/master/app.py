@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
+import sqlite3
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -56,7 +58,9 @@ def _dashboard_dir() -> Path:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    """Every error answer: one line, whatever the message quotes back (a field name, a path) holds."""
+    one_line = message.strip().replace("\r", "\\r").replace("\n", "\\n")
+    return JSONResponse({"error": one_line}, status_code=status)
 
 
 def _ws_principal(ws: WebSocket, auth: Auth) -> Principal | None:
@@ -161,6 +165,31 @@ async def _stream_events(ws: WebSocket, runtime: Runtime) -> None:
         runtime.bus.unsubscribe(queue)
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Why the master could not write its data dir (full disk, read-only or unwritable), as one line
+    for a 507 answer; None for any other error. SQLite says it in words, the OS in errno."""
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        if "full" in text:
+            return f"the master's disk is full ({exc}): free space or run `rvidia gc`, then retry"
+        if "readonly" in text or "read-only" in text or "disk i/o error" in text:
+            return f"the master cannot write its database ({exc}): check its data dir, then retry"
+        return None
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the master's disk is full (no space left for its data dir): free space or run `rvidia gc`, then retry"
+    if exc.errno == errno.EROFS:
+        return "the master's data dir is on a read-only file system: make it writable, then retry"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"the master may not write its data dir ({exc.strerror}): fix its permissions, then retry"
+    return None
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -176,6 +205,18 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParamError)
     async def param_error(request: Request, exc: ParamError) -> JSONResponse:
         return _error(422, str(exc))
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.Error)
+    async def storage_error(request: Request, exc: Exception) -> JSONResponse | None:
+        reason = storage_failure(exc)
+        if request.scope["type"] != "http":  # a WebSocket: no answer to give, only a log line
+            log.error("%s: %s", request.url.path, reason or _describe(exc), exc_info=reason is None)
+            return None
+        if reason is None:
+            return await internal_error(request, exc)
+        log.error("%s %s: %s", request.method, request.url.path, reason)
+        return _error(507, reason)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,7 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True):
     priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    replicas: Annotated[int, msgspec.Meta(ge=1, le=1)] = 1
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=9)] = 1
     resources: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = {}
     # Seconds after submission; a job still queued or running then is cancelled with that reason.
     deadline: Annotated[float, msgspec.Meta(gt=0)] | None = None
@@ -29,8 +29,6 @@ def parse_request(body: bytes) -> JobRequest:
         return msgspec.json.decode(body, type=JobRequest, strict=False)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         text = str(exc)
-        if "replicas" in text:
-            text += " (replicated execution is not available yet: use replicas=1)"
         raise ParamError(f"invalid job: {text}") from None
 
 

@@ -34,7 +34,8 @@ def collect(store: Store, blobs: BlobStore, retention: float, now: float | None 
     cutoff = now - retention
     expired = store.expired_jobs(_iso(cutoff))
     chunks = store.delete_jobs(expired)
-    store.commit()
+    if not store.commit():  # the deletions are not on disk yet (a full disk): keep every blob until they are
+        return {"jobs": len(expired), "chunks": chunks, "blobs": 0, "bytes": 0, "retention": retention}
     marked: set[str] = set()
     for inputs, outputs in store.job_blob_refs():
         marked.update(v for v in inputs.values() if isinstance(v, str))

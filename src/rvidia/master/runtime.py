@@ -26,6 +26,7 @@ from rvidia.kinds.registry import get_kind
 from rvidia.master.auth import now_iso
 from rvidia.master.blobs import BlobStore
 from rvidia.master.copies import RunningCopies
+from rvidia.master.votes import ResultLabels
 from rvidia.master.eventbus import EventBus
 from rvidia.master.jobio import JobInputs, JobOutputs
 from rvidia.master.jobspec import JobRequest, resolve
@@ -68,6 +69,7 @@ class ActiveJob:
     done: int = 0
     failed: int = 0
     seq: int = 0
+    outvoted: dict[str, int] = field(default_factory=dict)  # replicated jobs: worker -> results outvoted
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -92,6 +94,7 @@ class Runtime:
         self.chunks_failed = 0
         self._rate: deque[list[int]] = deque()  # [epoch second, chunks finished in it], oldest first
         self._copies = RunningCopies()
+        self._labels = ResultLabels()
         self.retention = 7 * 86400.0  # seconds finished jobs are kept (--retention; master/retention.py)
         self.gc_interval = 3600.0  # seconds between automatic retention runs; 0: never
 
@@ -229,7 +232,8 @@ class Runtime:
         self._apply(self.scheduler.handle(ev.JobSubmitted(
             job_id=row["id"], n_chunks=row["n_chunks"], priority=row["priority"],
             max_attempts=row["max_attempts"], requirement=requirement, stage=ctx.stage,
-            done=done, attempts=attempts, failures=failures, user=row.get("submitter") or "")))
+            done=done, attempts=attempts, failures=failures, user=row.get("submitter") or "",
+            replicas=row["replicas"])))
 
     def _resume(self) -> None:
         """Reload unfinished jobs after a restart: done chunks are merged again, not re-run."""
@@ -268,6 +272,7 @@ class Runtime:
         if state != "succeeded":
             self.store.chunk_cancelled(job_id)
         self._copies.drop_job(job_id)
+        self._labels.drop_job(job_id, job.outvoted)
         self.store.commit()
         job.changed.set()
         listener = self.listeners.pop(job_id, None)
@@ -314,10 +319,11 @@ class Runtime:
                     self.store.chunk_log(item.job_id, item.stage, item.index, item.attempt, item.log)
                 if item.handed_back:
                     events.append(ev.ChunkHandedBack(wid, item.job_id, item.stage, item.index, item.attempt,
-                                                     item.error or "handed back by its worker"))
+                                                     item.error or "handed back by its worker", item.unstarted))
                 elif item.ok:
                     self._staged[(item.job_id, item.stage, item.index, item.attempt)] = item.result
-                    events.append(ev.ChunkSucceeded(wid, item.job_id, item.stage, item.index, item.attempt))
+                    events.append(ev.ChunkSucceeded(wid, item.job_id, item.stage, item.index, item.attempt,
+                                                    self._vote_label(item)))
                 else:
                     events.append(ev.ChunkFailed(wid, item.job_id, item.stage, item.index, item.attempt,
                                                  item.error or "chunk failed without a reason"))
@@ -335,6 +341,14 @@ class Runtime:
             raise m.ProtocolError(f"a worker may not send {type(msg).__name__} messages")
         self._apply(self.scheduler.handle(*events))
         self._publish_worker(wid)
+
+    def _vote_label(self, item: m.ChunkOutcome) -> str:
+        """Replicated jobs: which earlier result of this chunk this one agrees with ("" otherwise)."""
+        job = self.active.get(item.job_id)
+        if job is None or job.row["replicas"] < 2:
+            return ""
+        return self._labels.label((item.job_id, item.stage, item.index), item.result,
+                                  lambda a, b: job.kind.agree(job.ctx, a, b))
 
     def worker_closed(self, wid: str, link: WorkerLink, reason: str) -> None:
         if self.links.get(wid) is link:
@@ -418,6 +432,8 @@ class Runtime:
                     self._end_job(job, "failed", ins.error)
             elif isinstance(ins, ev.WorkerLost):
                 self._lost(ins)
+            elif isinstance(ins, ev.Outvoted):
+                self._outvoted(ins)
         for wid, refs in cancels.items():  # cancels first: they free the slots the assigns fill
             self._send(wid, m.Cancel(chunks=refs))
         for wid, tasks in assigns.items():
@@ -474,6 +490,7 @@ class Runtime:
         self.store.chunk_done(ins.job_id, ins.stage, ins.index, result, finished_at, job.seq, ins.worker_id,
                               ins.attempt)
         _, attempt, started_at = self._copies.end((ins.job_id, ins.stage, ins.index), ins.attempt)
+        self._labels.forget((ins.job_id, ins.stage, ins.index))
         self._publish_chunk(ins.job_id, ins.stage, ins.index, "done", ins.worker_id, attempt, started_at,
                             finished_at)
         info = self.workers.get(ins.worker_id)
@@ -530,6 +547,19 @@ class Runtime:
         self._end_job(job, "failed", error)
         follow.append(ev.CancelJob(job.row["id"]))
 
+    def _outvoted(self, ins: ev.Outvoted) -> None:
+        """A worker's result disagreed with the majority of a replicated chunk: flag it for people
+        to see (API, dashboard, log); the scheduler has already taken the majority's result."""
+        info = self.workers.get(ins.worker_id)
+        if info is not None:
+            info.outvoted += 1
+            self._publish_worker(ins.worker_id)
+        job = self.active.get(ins.job_id)
+        if job is not None:
+            job.outvoted[ins.worker_id] = job.outvoted.get(ins.worker_id, 0) + 1
+        log.warning("worker %s was outvoted on job %s chunk %d: its result disagreed with %s's and the majority's",
+                    ins.worker_id, ins.job_id, ins.index, ins.winner)
+
     def _lost(self, ins: ev.WorkerLost) -> None:
         info = self.workers.get(ins.worker_id)
         if info is not None:
@@ -571,6 +601,7 @@ class Runtime:
             "timeout": row["timeout"], "replicas": row["replicas"], "resources": row["resources"],
             "error": row["error"], "result": row["result"], "outputs": row["outputs"] or {},
             "workers": self.store.done_by_worker(job_id), "deadline": row.get("deadline"),
+            "outvoted": dict(job.outvoted) if job is not None else self._labels.outvoted.get(job_id, {}),
         })
         return view
 

@@ -42,6 +42,8 @@ class MasterSettings:
     max_running_per_user: int = 0  # most chunks one user's jobs run at once (0: no limit)
     advertise: bool = True  # mDNS (_rvidia._tcp) on the bound interface, for `rvidia worker --discover`
     advertise_name: str | None = None  # the mDNS instance name [default "rvidia on HOST:PORT"]
+    speculation: float = 2.0  # backup copies of stragglers past this many typical chunks (0: off)
+    speculation_min: float = 1.0  # seconds a chunk must have run before it may be backed up
 
 
 def _is_loopback(host: str) -> bool:
@@ -63,6 +65,8 @@ def build(settings: MasterSettings) -> tuple[Runtime, Auth, str | None]:
     runtime = Runtime(store, blobs, worker_timeout=settings.worker_timeout,
                       heartbeat_interval=settings.heartbeat_interval, version=__version__,
                       user_limit=settings.max_running_per_user)
+    runtime.scheduler.speculation = settings.speculation
+    runtime.scheduler.speculation_min = settings.speculation_min
     runtime.retention, runtime.gc_interval = settings.retention, settings.gc_interval
     blobs.min_free = settings.min_free_disk
     return runtime, auth, new_token

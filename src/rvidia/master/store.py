@@ -4,11 +4,17 @@ Durability: a job submission is committed before the master answers it. Chunk pr
 as it happens and committed at least every ``FLUSH_INTERVAL`` seconds (see ``Runtime``), so a
 ``kill -9`` of the master loses at most that window of finished chunks, which then run again;
 a chunk whose completion was committed never runs again. See docs/architecture.md.
+
+A full or failing disk: a group commit that fails keeps its writes (SQLite may roll the transaction
+back; they are then written again, uncommitted, so reads still see them) and the next commit tries
+again, so the master goes on in memory and catches up when space returns. A write whose caller
+answers only once it is on disk (a submission, a token) is undone instead and its error raised.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,6 +60,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 _JSON_FIELDS = ("params", "inputs", "resources", "result", "outputs")
 UNFINISHED = ("queued", "running")
 
+log = logging.getLogger("rvidia.master")
+
 
 class StoreError(RuntimeError):
     """The database cannot be used (a newer schema, a corrupt file, a full disk)."""
@@ -73,6 +81,9 @@ class Store:
             raise StoreError(f"cannot open the database {path}: {exc}") from None
         self._check_version()
         self.dirty = False
+        self._unsaved: list[tuple[str, tuple[Any, ...]]] = []  # writes since the last commit, to write again
+        self._stale = False  # the open transaction lost them (rolled back): the next commit writes them again
+        self._failure: sqlite3.Error | None = None  # why the last commit failed; None once one succeeds
 
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -97,27 +108,88 @@ class Store:
             raise StoreError(f"could not upgrade the database {self.path} from schema {version} to "
                              f"{SCHEMA_VERSION}: {exc}") from None
 
-    def commit(self) -> None:
-        if self.dirty:
+    def commit(self) -> bool:
+        """Group commit, best effort: True once every write so far is on disk. If the disk refuses
+        (full, read-only, failing), the writes are kept for the next commit and False is returned;
+        the master carries on from memory meanwhile."""
+        if not self.dirty:
+            return True
+        try:
+            if self._stale:  # stays set until the whole list is written again
+                for sql, args in self._unsaved:
+                    self.db.execute(sql, args)
+                self._stale = False
             self.db.commit()
-            self.dirty = False
+        except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: not the data's fault
+            self._failed(exc)
+            return False
+        self._unsaved.clear()
+        self.dirty = False
+        if self._failure is not None:
+            log.warning("the database %s is writable again: every pending write is saved", self.path)
+            self._failure = None
+        return True
+
+    def commit_now(self, mark: int = 0) -> None:
+        """Commit for a caller that answers only once its writes (those from ``mark``, a length of the
+        pending list taken before them) are on disk: if they cannot be, undo them and raise."""
+        if self.commit():
+            return
+        assert self._failure is not None
+        failure = self._failure
+        del self._unsaved[mark:]
+        self.dirty = bool(self._unsaved)
+        self._rewrite()  # the others stay pending
+        raise failure
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if self._failure is None:
+            log.error("could not write the database %s (%s); keeping %d pending writes in memory and "
+                      "trying again", self.path, exc, len(self._unsaved))
+        self._failure = exc
+        if self.db.in_transaction and not self._stale:
+            return  # SQLite kept the transaction: committing it again later is enough
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Start the transaction over from the pending writes, uncommitted, so that reads meanwhile
+        still see them; if even that fails, the next commit writes them."""
+        self.db.rollback()
+        try:
+            for sql, args in self._unsaved:
+                self.db.execute(sql, args)
+            self._stale = False
+        except sqlite3.Error:
+            self.db.rollback()
+            self._stale = True
 
     def close(self) -> None:
         try:
-            self.db.commit()
+            self.commit()
         finally:
             self.db.close()
 
     def _write(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
-        self.db.execute(sql, args)
+        entry = (sql, tuple(args))
+        self._unsaved.append(entry)
         self.dirty = True
+        if self._stale:
+            return  # the transaction is gone: the next commit writes this with the others
+        try:
+            self.db.execute(sql, entry[1])
+        except sqlite3.OperationalError as exc:
+            self._failed(exc)
+        except sqlite3.Error:
+            self._unsaved.pop()  # a bad statement (a constraint): its caller's error, never retried
+            raise
 
     # ------------------------------------------------------------ tokens
 
     def add_token(self, hash_: str, role: str, name: str, created_at: str) -> None:
+        mark = len(self._unsaved)
         self._write("INSERT INTO tokens (hash, role, name, created_at) VALUES (?,?,?,?)",
                     (hash_, role, name, created_at))
-        self.commit()
+        self.commit_now(mark)
 
     def tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         sql = "SELECT hash, role, name, created_at, revoked FROM tokens"
@@ -127,10 +199,11 @@ class Store:
         return [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY created_at, name")]
 
     def revoke_token(self, name: str) -> bool:
-        cur = self.db.execute("UPDATE tokens SET revoked=1 WHERE name=? AND revoked=0", (name,))
-        self.dirty = True
-        self.commit()
-        return cur.rowcount > 0
+        found = self.db.execute("SELECT 1 FROM tokens WHERE name=? AND revoked=0", (name,)).fetchone()
+        mark = len(self._unsaved)
+        self._write("UPDATE tokens SET revoked=1 WHERE name=? AND revoked=0", (name,))
+        self.commit_now(mark)
+        return found is not None
 
     # ------------------------------------------------------------ dashboard sessions
     # Rows of ``meta`` (no table of their own, so no schema change): key "session:" plus the SHA-256
@@ -138,9 +211,10 @@ class Store:
     # restarted master keeps its signed-in dashboards.
 
     def add_session(self, hash_: str, name: str, expires: float) -> None:
+        mark = len(self._unsaved)
         self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                     (f"session:{hash_}", f"{int(expires)} {name}"))
-        self.commit()
+        self.commit_now(mark)
 
     def sessions(self) -> list[tuple[str, str, float]]:
         """(hash, token name, expiry as a Unix time) of every stored session."""
@@ -151,8 +225,8 @@ class Store:
         return out
 
     def delete_sessions(self, hashes: list[str]) -> None:
-        self.db.executemany("DELETE FROM meta WHERE key=?", [(f"session:{h}",) for h in hashes])
-        self.dirty = True
+        for h in hashes:
+            self._write("DELETE FROM meta WHERE key=?", (f"session:{h}",))
         self.commit()
 
     # ------------------------------------------------------------ jobs
@@ -161,8 +235,9 @@ class Store:
         row = _encode_job(job)
         cols = ",".join(row)
         marks = ",".join("?" * len(row))
+        mark = len(self._unsaved)
         self._write(f"INSERT INTO jobs ({cols}) VALUES ({marks})", list(row.values()))
-        self.commit()
+        self.commit_now(mark)  # the submitter is told its job exists only once it does
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         row = _encode_job(fields)
@@ -209,9 +284,9 @@ class Store:
         """Remove jobs and their chunks; return how many chunk rows went."""
         chunks = 0
         for job_id in job_ids:
-            chunks += self.db.execute("DELETE FROM chunks WHERE job_id=?", (job_id,)).rowcount
-            self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-        self.dirty = self.dirty or bool(job_ids)
+            chunks += self.db.execute("SELECT count(*) FROM chunks WHERE job_id=?", (job_id,)).fetchone()[0]
+            self._write("DELETE FROM chunks WHERE job_id=?", (job_id,))
+            self._write("DELETE FROM jobs WHERE id=?", (job_id,))
         return chunks
 
     def job_blob_refs(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import msgspec
 
 from rvidia.protocol import messages as m
 
@@ -38,6 +40,8 @@ class WorkerInfo:
     lost_reason: str | None = None
     token_name: str = ""  # which token it joined with: revoking that token disconnects it
     version: str = ""  # its RVIDIA release, when it said (one minor release apart is allowed)
+    gpus: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "memory_bytes", "driver"}]
+    outvoted: int = 0  # results of replicated chunks where it disagreed with the majority (flagged)
 
     @classmethod
     def from_hello(cls, wid: str, hello: m.Hello, host: str) -> "WorkerInfo":
@@ -45,7 +49,8 @@ class WorkerInfo:
         return cls(id=wid, name=hello.name, host=hello.host or host, os=hello.os, python=hello.python,
                    cores=hello.cores, memory_bytes=hello.memory_bytes, slots=hello.slots, speed=hello.speed,
                    allow_code=hello.allow_code, resources=dict(hello.resources), joined_at=now,
-                   last_seen=now, version=hello.package_version)
+                   last_seen=now, version=hello.package_version,
+                   gpus=[msgspec.structs.asdict(g) for g in hello.gpus])
 
     def seen(self) -> None:
         self.last_seen = time.time()
@@ -74,4 +79,5 @@ class WorkerInfo:
             "allow_code": self.allow_code, "resources": self.resources, "drained": self.drained,
             "cpu_percent": self.cpu_percent, "memory_percent": self.memory_percent,
             "joined_at": _iso(self.joined_at), "lost_reason": self.lost_reason, "version": self.version,
+            "gpus": self.gpus, "outvoted": self.outvoted, "flagged": self.outvoted > 0,
         }

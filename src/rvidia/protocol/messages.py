@@ -48,6 +48,14 @@ def version_gap(mine: str, theirs: str) -> str | None:
     return None
 
 
+class Gpu(msgspec.Struct, frozen=True):
+    """One GPU of a worker's machine, as NVML or nvidia-smi describe it."""
+
+    name: str
+    memory_bytes: int = 0
+    driver: str = ""
+
+
 class Hello(msgspec.Struct, tag="hello"):
     """First message of a worker: who it is and what it offers."""
 
@@ -66,6 +74,7 @@ class Hello(msgspec.Struct, tag="hello"):
     worker_id: str | None = None
     # The worker's RVIDIA release ("0.1.0"): the master refuses one more than a minor version away.
     package_version: str = ""
+    gpus: list[Gpu] = []
 
 
 class Welcome(msgspec.Struct, tag="welcome"):
@@ -137,6 +146,9 @@ class ChunkOutcome(msgspec.Struct):
     # master re-queues it without counting a failed attempt. A master that predates this field
     # sees ok=False and counts one failure, which still re-queues the chunk.
     handed_back: bool = False
+    # Handed back before it ever started (a prefetched chunk that waited too long behind another):
+    # no work was lost, so it does not count toward the chunk's losses either.
+    unstarted: bool = False
 
 
 class Results(msgspec.Struct, tag="results"):

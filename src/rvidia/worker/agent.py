@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -22,11 +24,11 @@ import psutil
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rvidia import __version__
+from rvidia import __version__, tls
 from rvidia.addresses import ws_url
 from rvidia.loops import loop_factory
 from rvidia.protocol import messages as m
-from rvidia.worker import facts, oscompat, owner
+from rvidia.worker import facts, gpu, oscompat, owner, sandbox
 from rvidia.worker.cache import BlobCache
 from rvidia.worker.pool import ChunkPool
 
@@ -58,6 +60,9 @@ class WorkerSettings:
     hours: list[tuple[int, int]] = field(default_factory=list)  # lending hours (owner.parse_hours); [] = always
     windows: owner.Windows = field(default_factory=owner.Windows)
     master_timeout: float = 15.0  # silence from the master after which the agent reconnects
+    ca: str | None = None  # PEM CA an https:// master's certificate must chain to (--ca); None: system store
+    # How chunk processes are contained (--isolation, --chunk-*); the CLI resolves the default to a working one.
+    containment: sandbox.SandboxSettings = field(default_factory=sandbox.SandboxSettings)
     max_backoff: float = 30.0
 
 
@@ -71,6 +76,7 @@ class Agent:
         self.pool: ChunkPool | None = None
         self.cache_dir = Path(tempfile.mkdtemp(prefix="rvidia-worker-"))
         self.speed = 0.0
+        self.gpus: list[m.Gpu] = []
         self.policy = owner.OwnerPolicy(settings.owner_cpu, settings.vacate_after, settings.windows)
         self.plan = self.policy.step(time.monotonic(), None, owner.lending_now(settings.hours))
         self.ws: websockets.ClientConnection | None = None  # the live connection, for Capacity changes
@@ -81,13 +87,20 @@ class Agent:
         """Serve until stopped; raise WorkerRefused when retrying cannot help."""
         oscompat.install_term_handler(asyncio.get_running_loop(), self.stopping.set)
         self.speed = facts.speed_score()
+        self.gpus = await asyncio.to_thread(gpu.detect)
+        if self.gpus and "gpu" not in self.s.resources:  # what jobs asking resources={"gpu": 1} need
+            self.s.resources["gpu"] = float(len(self.gpus))
+        if self.s.ca:  # chunk processes read and write blobs over https too: they inherit the CA
+            os.environ[tls.ENV] = self.s.ca
+        launcher = sandbox.make_launcher(self.s.containment, self.s.slots, self.s.nice, [str(self.cache_dir)])
+        log.info("chunk isolation: %s", launcher.describe())
         self.pool = ChunkPool(self.s.slots, self._on_outcome, nice=self.s.nice, master=self.s.master,
-                              token=self.s.token)
+                              token=self.s.token, launcher=launcher)
         self.pool.start()
         watch = asyncio.create_task(self._watch_owner()) if self.s.owner_first or self.s.hours else None
         headers = {"Authorization": f"Bearer {self.s.token}"}
         async with httpx.AsyncClient(base_url=self.s.master, headers=headers, timeout=60,
-                                     verify=True) as http:
+                                     verify=tls.httpx_verify(self.s.ca)) as http:
             self.cache = BlobCache(self.cache_dir, http)
             try:
                 await self._connect_forever()
@@ -110,6 +123,8 @@ class Agent:
                 log.warning("master answered HTTP %s; retrying", status)
             except WorkerRefused:
                 raise
+            except ssl.SSLCertVerificationError as exc:  # no retry makes an untrusted certificate trusted
+                raise WorkerRefused(tls.explain(self.s.master, exc, self.s.ca), 3) from None
             except (OSError, ConnectionClosed, asyncio.TimeoutError, m.ProtocolError) as exc:
                 log.warning("connection to %s lost: %s", self.s.master, exc or type(exc).__name__)
             if self.stopping.is_set():
@@ -130,13 +145,15 @@ class Agent:
         return m.Hello(version=m.PROTOCOL_VERSION, name=self.s.name, host=facts.hostname(), os=facts.os_name(),
                        python=facts.python_version(), cores=facts.cores(), memory_bytes=facts.memory_bytes(),
                        slots=self.s.slots, allow_code=self.s.allow_code, speed=self.speed,
-                       resources=self.s.resources, worker_id=self.worker_id, package_version=__version__)
+                       resources=self.s.resources, worker_id=self.worker_id, package_version=__version__,
+                       gpus=self.gpus)
 
     async def _session(self) -> None:
         url = ws_url(self.s.master, "/ws/worker")
         async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {self.s.token}"},
-                                      max_size=m.MAX_FRAME_BYTES, ping_interval=None, compression=None,
-                                      open_timeout=10, close_timeout=2) as ws:
+                                      ssl=tls.ws_ssl(url, self.s.ca), max_size=m.MAX_FRAME_BYTES,
+                                      ping_interval=None, compression=None, open_timeout=10,
+                                      close_timeout=2) as ws:
             await ws.send(m.encode(self._hello()))
             welcome = m.decode(await asyncio.wait_for(ws.recv(), 10))
             if isinstance(welcome, m.Refused):

@@ -46,6 +46,7 @@ class BlobCache:
                         f.write(part)
             if h.hexdigest() != blob_id:
                 raise RuntimeError(f"input blob {blob_id[:12]} arrived corrupted (hash mismatch)")
+            os.chmod(tmp_name, 0o640)  # group-readable: a docker-contained chunk reads it by the agent's group
             os.replace(tmp_name, path)
             return path
         except BaseException:

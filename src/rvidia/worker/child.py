@@ -1,55 +1,46 @@
-"""The chunk process: receives a task over a pipe, runs the kind's ``run``, sends the outcome back.
+"""The chunk process: receives tasks as frames on stdin, runs the kind's ``run``, sends outcomes back.
 
-It is started with ``spawn`` (the same on Linux, macOS and Windows) and reused between chunks, so
-imports and a map job's unpickled function are paid once per process, not once per chunk.
+``python -m rvidia.worker.child`` is started by the pool from a command line, plainly or inside a
+sandbox (``bwrap ...``, ``docker run -i ...``: see ``sandbox``), and reused between chunks, so imports
+and a map job's unpickled function are paid once per process, not once per chunk. It needs no network
+and no token: what it prints, its blob reads and its uploads all travel as frames (``childwire``)
+that the agent serves.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
+import queue
+import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from rvidia.protocol.messages import ChunkTask
-
-
-class ChildTask(msgspec.Struct):
-    task: ChunkTask
-    input_paths: dict[str, str]
-
-
-class ChildOutcome(msgspec.Struct):
-    ok: bool
-    result: bytes = b""
-    error: str | None = None
-    seconds: float = 0.0
-    log: str = ""
-
+from rvidia.worker.childwire import (FrameReader, FrameWriter, Log, Outcome, Put, ReadRange, Reply, Run,
+                                     ToChild, decode_to_child, open_fd)
 
 LOG_LIMIT = 64 * 1024  # bytes of a chunk's stdout+stderr kept; the tail when it prints more
 
 
 class TailLog(io.TextIOBase):
-    """A text stream that keeps the last ``limit`` bytes written to it, in a file when given one.
+    """A text stream that keeps the last ``limit`` bytes written to it.
 
-    A chunk's ``sys.stdout`` and ``sys.stderr`` both point here while it runs. With a file (the
-    pool gives each slot one), the text survives a chunk process that crashes or is killed: the
-    pool reads the tail back. The file never grows past twice the limit.
+    The pool keeps one per slot and feeds it the text a chunk prints (``Log`` frames, sent as they
+    come), so the output of a chunk whose process crashes or is killed can still be reported. It
+    never holds more than twice the limit.
     """
 
-    def __init__(self, path: str = "", limit: int = LOG_LIMIT) -> None:
+    def __init__(self, limit: int = LOG_LIMIT) -> None:
         self.limit = limit
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600) if path else -1
         self._mem = bytearray()
-        self._size = 0
 
     def writable(self) -> bool:
         return True
@@ -59,139 +50,216 @@ class TailLog(io.TextIOBase):
 
     def reset(self) -> None:
         self._mem.clear()
-        self._size = 0
-        if self._fd >= 0:
-            os.ftruncate(self._fd, 0)
-            os.lseek(self._fd, 0, os.SEEK_SET)
 
     def write(self, text: str) -> int:
-        data = str(text).encode("utf-8", "replace")
-        if self._fd < 0:
-            self._mem += data
-            if len(self._mem) > 2 * self.limit:
-                del self._mem[: len(self._mem) - self.limit]
-            return len(text)
-        os.write(self._fd, data)
-        self._size += len(data)
-        if self._size > 2 * self.limit:
-            tail = os.pread(self._fd, self.limit, self._size - self.limit)
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, tail, 0)
-            os.lseek(self._fd, len(tail), os.SEEK_SET)
-            self._size = len(tail)
+        self._mem += str(text).encode("utf-8", "replace")
+        if len(self._mem) > 2 * self.limit:
+            del self._mem[: len(self._mem) - self.limit]
         return len(text)
 
     def tail(self) -> str:
-        if self._fd < 0:
-            data = bytes(self._mem[-self.limit:])
-        else:
-            data = os.pread(self._fd, self.limit, max(0, self._size - self.limit))
-        return data.decode("utf-8", "replace")
+        return bytes(self._mem[-self.limit:]).decode("utf-8", "replace")
 
 
-def read_log_tail(path: str, limit: int = LOG_LIMIT) -> str:
-    """What a dead chunk process had printed (its slot's log file), for the pool."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+class ChunkLog(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` while a chunk runs: its text goes to the agent as ``Log`` frames.
+
+    A frame leaves at each line end (or 8 KiB), so what was printed before a crash has reached the
+    agent; a single write longer than the kept tail is cut to that tail first.
+    """
+
+    def __init__(self, writer: FrameWriter, limit: int = LOG_LIMIT) -> None:
+        self.writer, self.limit = writer, limit
+        self._parts: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        with self._lock:
+            self._parts.append(text[-self.limit:])
+            self._size += min(len(text), self.limit)
+            if "\n" in text or self._size >= 8192:
+                self._send()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        try:
+            self.writer.send(Log(text))
+        except OSError:
+            pass  # the agent is gone: the reader thread ends this process
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode_task = msgspec.msgpack.Decoder(ChildTask).decode
+class PipeBlobs:
+    """``RemoteBlobs`` through the agent: a request frame out, the ``Reply`` back on stdin.
 
+    A sandboxed chunk has no network; the agent holds the master's address and token and does the
+    HTTP. One request at a time (a lock), whichever thread of the chunk asks.
+    """
 
-class HttpBlobs:
-    """``RemoteBlobs`` over the master's REST API, with one HTTP client per chunk process."""
-
-    def __init__(self, master: str, token: str) -> None:
-        self.master, self.token = master, token
-        self._http: Any = None
-
-    def _client(self) -> Any:
-        if self._http is None:
-            import httpx
-
-            self._http = httpx.Client(base_url=self.master, timeout=120,
-                                      headers={"Authorization": f"Bearer {self.token}"})
-        return self._http
+    def __init__(self, writer: FrameWriter, inbox: queue.SimpleQueue[ToChild]) -> None:
+        self.writer, self.inbox = writer, inbox
+        self._lock = threading.Lock()
 
     def read_range(self, blob_id: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        response = self._client().get(f"/api/v1/blobs/{blob_id}",
-                                      headers={"Range": f"bytes={start}-{start + length - 1}"})
-        if response.status_code == 416:
-            return b""
-        if response.status_code not in (200, 206):
-            raise RuntimeError(f"reading blob {blob_id[:12]} failed: HTTP {response.status_code}")
-        data = response.content
-        return data[start : start + length] if response.status_code == 200 else data
+        return self._ask(ReadRange(blob_id, start, length)).data
 
     def put(self, data: bytes) -> str:
-        response = self._client().post("/api/v1/blobs", content=data)
-        if response.status_code != 201:
-            raise RuntimeError(f"uploading a result blob failed: HTTP {response.status_code}")
-        return str(response.json()["id"])
+        return self._ask(Put(bytes(data))).blob_id
+
+    def _ask(self, request: msgspec.Struct) -> Reply:
+        with self._lock:
+            self.writer.send(request)
+            reply = self.inbox.get()
+        if not isinstance(reply, Reply):
+            raise RuntimeError(f"the agent answered a blob request with {type(reply).__name__}")
+        if reply.error is not None:
+            raise RuntimeError(reply.error)
+        return reply
 
 
-def main(conn: Connection, nice: int, master: str = "", token: str = "", log_path: str = "") -> None:
-    """Entry point of a chunk process (the target of ``multiprocessing.Process``)."""
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rvidia.worker.child",
+                                     description="An RVIDIA chunk process (started by a worker's pool).")
+    parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--memory", type=int, default=None, help="address-space limit in bytes")
+    parser.add_argument("--cpu-seconds", type=int, default=None, help="CPU-time limit per chunk")
+    parser.add_argument("--processes", type=int, default=None, help="RLIMIT_NPROC")
+    parser.add_argument("--scratch", default=None, help="working directory, emptied before each chunk")
+    parser.add_argument("--probe", action="store_true", help="import the kinds and exit (sandbox check)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a chunk process: frames on stdin and stdout, anything else printed on stderr."""
     from rvidia.worker import oscompat
 
+    args = _parse(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the agent, which decides
     oscompat.die_with_parent()
-    oscompat.lower_priority(nice)
+    if args.probe:
+        import rvidia.kinds.registry  # noqa: F401  (the runtime and the packages are all there)
+        return
+    # The frames get their own descriptors; fd 1 becomes stderr so that C code printing to stdout
+    # cannot corrupt them, and fd 0 reads nothing.
+    frames_in, frames_out = os.dup(0), os.dup(1)
+    for fd in (frames_in, frames_out):
+        oscompat.binary_fd(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    oscompat.lower_priority(args.nice)
+    oscompat.set_limits(args.memory, args.cpu_seconds, args.processes)
+    if args.scratch:
+        os.chdir(args.scratch)
+    writer = FrameWriter(open_fd(frames_out, "wb"))
+    inbox: queue.SimpleQueue[ToChild] = queue.SimpleQueue()
+    threading.Thread(target=_read_frames, args=(FrameReader(open_fd(frames_in, "rb")), inbox), daemon=True,
+                     name="rvidia-frames").start()
+    _serve(writer, inbox, args)
+
+
+def _read_frames(reader: FrameReader, inbox: queue.SimpleQueue[ToChild]) -> None:
+    """Everything the agent sends, in order. Its end means the agent is gone or dropped this process:
+    exit at once, mid-chunk too (this is how chunks die with the agent in a container and on every OS)."""
+    while True:
+        data = reader.read()
+        if data is None:
+            os._exit(0)
+        try:
+            inbox.put(decode_to_child(data))
+        except msgspec.DecodeError:
+            os._exit(2)
+
+
+def _serve(writer: FrameWriter, inbox: queue.SimpleQueue[ToChild], args: argparse.Namespace) -> None:
+    from rvidia.worker import oscompat
+
     cache: dict[Any, Any] = {}
     params_memo: dict[tuple[str, str], Any] = {}
-    blobs = HttpBlobs(master, token) if master else None
-    try:
-        out = TailLog(log_path)
-    except OSError:
-        out = TailLog()
+    blobs = PipeBlobs(writer, inbox)
+    out = ChunkLog(writer)
     while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the agent went away
+        message = inbox.get()
+        if not isinstance(message, Run):
+            continue  # a reply nobody waits for any more
         started = time.perf_counter()
-        out.reset()
+        if args.scratch:
+            _empty(args.scratch)
+        oscompat.cpu_budget(args.cpu_seconds, time.process_time())
         saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = out  # what the chunk prints goes back with its outcome
+        sys.stdout = sys.stderr = out  # what the chunk prints goes back as it comes
         try:
-            outcome = _run(_decode_task(data), cache, params_memo, blobs)
+            outcome = _run(message, cache, params_memo, blobs)
         except MemoryError:
-            outcome = ChildOutcome(ok=False, error="MemoryError: the chunk ran out of memory")
+            outcome = Outcome(ok=False, error="MemoryError: the chunk ran out of memory")
         except BaseException:  # the chunk's own error (SystemExit too), with its traceback, goes back
-            outcome = ChildOutcome(ok=False, error=traceback.format_exc(limit=20))
+            outcome = Outcome(ok=False, error=traceback.format_exc(limit=20))
         finally:
             sys.stdout, sys.stderr = saved
+        out.flush()
         outcome.seconds = time.perf_counter() - started
-        outcome.log = out.tail()
+        outcome.cpu_seconds = time.process_time()
         try:
-            conn.send_bytes(_encode(outcome))
-        except (EOFError, OSError):
+            try:
+                writer.send(outcome)
+            except ValueError as exc:  # a result over the frame limit
+                writer.send(Outcome(ok=False, error=f"the chunk's result is too large: {exc}",
+                                    seconds=outcome.seconds, cpu_seconds=outcome.cpu_seconds))
+        except OSError:
             return
 
 
-def _run(ct: ChildTask, cache: dict[Any, Any], params_memo: dict[tuple[str, str], Any],
-         blobs: HttpBlobs | None) -> ChildOutcome:
+def _empty(scratch: str) -> None:
+    """A fresh scratch directory for each chunk: nothing one chunk leaves there reaches the next."""
+    try:
+        os.chdir(scratch)
+        for entry in os.scandir(scratch):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+    except OSError:
+        pass
+
+
+def _run(message: Run, cache: dict[Any, Any], params_memo: dict[tuple[str, str], Any],
+         blobs: PipeBlobs) -> Outcome:
     from rvidia.kinds.base import RunContext
     from rvidia.kinds.registry import get_kind
 
-    task = ct.task
+    task = message.task
     kind = get_kind(task.kind)
     if kind is None:
-        return ChildOutcome(ok=False, error=f"this worker does not know the job kind {task.kind!r}")
+        return Outcome(ok=False, error=f"this worker does not know the job kind {task.kind!r}")
     key = (task.job_id, task.kind)
     params = params_memo.get(key)
     if params is None:
         params_memo.clear()
         params = params_memo[key] = kind.parse_params(task.params)
     ctx = RunContext(job_id=task.job_id, stage=task.stage, index=task.index,
-                     input_paths={k: Path(v) for k, v in ct.input_paths.items()}, cache=cache, blobs=blobs)
+                     input_paths={k: Path(v) for k, v in message.input_paths.items()}, cache=cache, blobs=blobs)
     result = kind.run(params, task.payload, ctx)
-    return ChildOutcome(ok=True, result=result)
+    return Outcome(ok=True, result=result)
+
+
+if __name__ == "__main__":
+    main()

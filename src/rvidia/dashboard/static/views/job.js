@@ -188,6 +188,8 @@ export function jobView(main, id) {
     } else {
       for (const [wid, n] of Object.entries(job.workers || {})) counts.set(wid, n);
     }
+    const outvoted = job.outvoted || {};
+    for (const wid of Object.keys(outvoted)) if (!counts.has(wid)) counts.set(wid, 0);  // flagged, nothing accepted
     const entries = [...counts.entries()].sort((a, b) => b[1] - a[1]);
     const max = Math.max(1, ...entries.map(([, n]) => n));
     if (!entries.length) {
@@ -199,7 +201,9 @@ export function jobView(main, id) {
       () => h("li.pw", null, h("span.pw-name"), h("span.pw-bar", null, h("span.pw-fill")), h("span.pw-n.num")),
       (li, [wid, n]) => {
         const lost = store.workers.get(wid)?.state === "lost";
-        setText(li.children[0], `${workerName(wid)}${lost ? " (lost)" : ""}`);
+        const flagged = outvoted[wid] ? ` (outvoted ×${outvoted[wid]})` : "";
+        setText(li.children[0], `${workerName(wid)}${lost ? " (lost)" : ""}${flagged}`);
+        li.classList.toggle("flagged", Boolean(flagged));
         li.children[1].firstElementChild.style.width = `${(100 * n) / max}%`;
         setText(li.children[2], fmtInt(n));
       });

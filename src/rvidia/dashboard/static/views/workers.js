@@ -38,9 +38,13 @@ function update(tr, w) {
   setText(c[0].firstElementChild.lastElementChild, w.id);
   setText(c[1], w.host);
   c[1].title = [w.os, w.python && `Python ${w.python}`].filter(Boolean).join(" · ");
-  if (c[2].dataset.state !== w.state) {
+  const shown = `${w.state}/${w.drained}/${w.outvoted || 0}`;
+  if (c[2].dataset.shown !== shown) {
+    c[2].dataset.shown = shown;
     c[2].dataset.state = w.state;
-    fill(c[2], h(`span.badge.state-${w.state}`, { text: w.state }), w.drained ? h("span.sub", null, " drained") : null);
+    fill(c[2], h(`span.badge.state-${w.state}`, { text: w.state }), w.drained ? h("span.sub", null, " drained") : null,
+      w.outvoted ? h("span.badge.state-failed.flagged", { text: `outvoted ×${w.outvoted}`,
+        title: "results of replicated chunks where this worker disagreed with the majority" }) : null);
     tr.dataset.state = w.state;
   }
   c[2].title = w.lost_reason || "";
@@ -48,7 +52,10 @@ function update(tr, w) {
   setText(c[4], fmtInt(w.running));
   setMeter(c[5].firstElementChild, w.state === "lost" ? 0 : w.cpu_percent);
   setMeter(c[6].firstElementChild.firstElementChild, w.state === "lost" ? 0 : w.memory_percent);
-  setText(c[6].firstElementChild.lastElementChild, `of ${fmtBytes(w.memory_bytes)} · ${fmtInt(w.cores)} cores`);
+  const gpus = w.gpus || [];
+  const gpuText = gpus.length ? ` · ${gpus.length} GPU${gpus.length > 1 ? "s" : ""} (${gpus[0].name})` : "";
+  setText(c[6].firstElementChild.lastElementChild, `of ${fmtBytes(w.memory_bytes)} · ${fmtInt(w.cores)} cores${gpuText}`);
+  c[6].title = gpus.map((g) => `${g.name}, ${fmtBytes(g.memory_bytes)}, driver ${g.driver}`).join("\n");
   setText(c[7], w.speed ? Number(w.speed).toPrecision(3) : "–");
   c[7].title = "relative speed the worker measured at start";
   setText(c[8], fmtInt(w.chunks_done));
