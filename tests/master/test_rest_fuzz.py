@@ -19,9 +19,13 @@ from .live_master import LiveMaster
 from .test_ws_worker import FakeWorker, expected_inside, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
 def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
 CLIENT_ERRORS = {400, 401, 403, 404, 405, 409, 413, 415, 422}
 
 
