@@ -299,7 +299,8 @@ class Runtime:
         self.workers[wid] = WorkerInfo.from_hello(wid, hello, host)
         self.workers[wid].token_name = token_name
         link.send(m.Welcome(worker_id=wid, heartbeat_interval=self.heartbeat_interval,
-                            master_version=self.version))
+                            master_version=self.version, blob_dir=str(self.blobs.root),
+                            host_key=self.blobs.host_key))
         self._apply(self.scheduler.handle(ev.WorkerJoined(
             wid, hello.slots, hello.allow_code, _minor(hello.python), tuple(sorted(hello.resources.items())))))
         self._publish_worker(wid)

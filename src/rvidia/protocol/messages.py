@@ -83,6 +83,11 @@ class Welcome(msgspec.Struct, tag="welcome"):
     worker_id: str
     heartbeat_interval: float
     master_version: str
+    # Where the master keeps its blobs, and the secret in the ``.host-key`` file there: a worker that
+    # can read that file holding that secret shares the master's file system (the same machine, the
+    # same user) and copies input blobs from the store instead of downloading them (worker/cache.py).
+    blob_dir: str = ""
+    host_key: str = ""
 
 
 class Refused(msgspec.Struct, tag="refused"):

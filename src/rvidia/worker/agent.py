@@ -161,6 +161,7 @@ class Agent:
             if not isinstance(welcome, m.Welcome):
                 raise m.ProtocolError(f"expected a welcome, got {type(welcome).__name__}")
             self.worker_id = welcome.worker_id
+            self.cache.use_store(welcome.blob_dir, welcome.host_key)
             log.info("joined %s as %s", self.s.master, self.worker_id)
             print(f"rvidia worker {self.s.name} joined {self.s.master} as {self.worker_id} "
                   f"with {self.s.slots} slots", file=sys.stderr, flush=True)
