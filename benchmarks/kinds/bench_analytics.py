@@ -7,7 +7,7 @@ started and warmed up, the table already uploaded), the median of ``--repeats`` 
 checks that both agree, and reports peak RSS: this process during the pandas reference, the master,
 and each worker with its chunk processes (psutil, sampled every 20 ms). Run:
 
-    python benchmarks/kinds/bench_analytics.py [--rows 4000000 --chunk-bytes 16777216 --workers 2]
+    python benchmarks/kinds/bench_analytics.py [--rows 4000000 --chunk-bytes 4194304 --workers 2]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def reference(path: Path) -> pd.DataFrame:
 def main() -> None:
     ap = parser(__doc__, repeats=2)
     ap.add_argument("--rows", type=int, default=4_000_000)
-    ap.add_argument("--chunk-bytes", type=int, default=16 * MIB)
+    ap.add_argument("--chunk-bytes", type=int, default=4 * MIB)
     ap.add_argument("--regions", type=int, default=40, help="distinct regions; groups = regions x 25 years")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for benchmarks.common
+from benchmarks.kinds.bench_compress import gunzip_sha256, sha256_of, write_sample  # noqa: E402  (pins BLAS first)
 
 import argparse  # noqa: E402
 import io  # noqa: E402
@@ -29,7 +30,6 @@ import pandas as pd  # noqa: E402
 import rvidia  # noqa: E402
 from benchmarks.common import MIB, PeakRss  # noqa: E402
 from benchmarks.kinds.bench_analytics import AGGREGATES, GROUP_BY, generate, reference  # noqa: E402
-from benchmarks.kinds.bench_compress import gunzip_sha256, sha256_of, write_sample  # noqa: E402
 
 COPIES = 8  # the analytics table is one generated CSV, its rows repeated this many times
 FIGURES = ("master", "worker agent (max)", "chunk process (max)", "worker 1", "worker 2")
@@ -82,14 +82,15 @@ def _expected(one: Path, copies: int) -> pd.DataFrame:
     return ref
 
 
-def run_analytics(folder: Path, size: int) -> dict:
+def run_analytics(folder: Path, size: int, chunk_bytes: int | None = None) -> dict:
     one, table = folder / "one.csv", folder / "table.csv"
     rows_per_mib = 1_000_000 / 32.9  # about 33 bytes per generated row
     generate(one, int(size / COPIES / MIB * rows_per_mib))
     _repeat_csv(one, table, COPIES)
     with rvidia.LocalCluster(workers=2) as cluster:
+        extra = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
         out, peaks, seconds = _measured(cluster, table, "analytics", group_by=GROUP_BY,
-                                        aggregates=AGGREGATES)
+                                        aggregates=AGGREGATES, **extra)
         csv = out["job"].download_outputs(folder / "out")["result.csv"]
     got = pd.read_csv(io.BytesIO(csv.read_bytes()))
     want = _expected(one, COPIES)
@@ -105,14 +106,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=float, default=1024)
     ap.add_argument("--only", choices=["compress", "analytics"], default=None)
+    ap.add_argument("--chunk-bytes", type=int, default=None, help="analytics chunk_bytes [the kind's default]")
     args = ap.parse_args()
     size = int(args.size_mib * MIB)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, fn in (("compress", run_compress), ("analytics", run_analytics)):
-            if args.only in (None, name):
-                rows.append(fn(Path(tmp), size))
-                print(rows[-1], file=sys.stderr, flush=True)
+        if args.only in (None, "compress"):
+            rows.append(run_compress(Path(tmp), size))
+            print(rows[-1], file=sys.stderr, flush=True)
+        if args.only in (None, "analytics"):
+            rows.append(run_analytics(Path(tmp), size, args.chunk_bytes))
+            print(rows[-1], file=sys.stderr, flush=True)
     print("| kind | input | upload + job | result exact | peak RSS, MiB: master (idle) | worker agent | "
           "chunk process | each worker with its chunk processes (idle) |")
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")

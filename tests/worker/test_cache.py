@@ -76,3 +76,40 @@ async def test_a_download_that_does_not_match_its_hash_is_refused(tmp_path: Path
         with pytest.raises(RuntimeError, match="hash mismatch"):
             await cache.ensure(blob_id)
     assert not (tmp_path / "cache" / blob_id).exists()
+
+
+def test_the_agent_reads_ranges_from_the_masters_store_when_it_shares_it(tmp_path: Path) -> None:
+    from rvidia.worker.blobproxy import HttpBlobs
+
+    data = bytes(range(256)) * 4096
+    store, blob_id = _store(tmp_path, data)
+    blobs = HttpBlobs("http://127.0.0.1:9", "token")  # nothing listens there: HTTP would fail
+    blobs.store = store.root
+    assert blobs.read_range(blob_id, 1000, 5000) == data[1000:6000]
+    assert blobs.read_range(blob_id, len(data) - 10, 100) == data[-10:]
+    blobs.close()
+
+
+def test_a_chunk_asks_for_a_large_range_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent serves every chunk of the worker: no single request may be larger than a piece."""
+    import queue
+
+    from rvidia.worker import child
+    from rvidia.worker.childwire import ReadRange, Reply
+
+    monkeypatch.setattr(child, "READ_PIECE", 1000)
+    data = bytes(range(256)) * 20
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    asked: list[int] = []
+
+    class Writer:
+        def send(self, request: ReadRange) -> None:
+            asked.append(request.length)
+            inbox.put(Reply(data=data[request.start : request.start + request.length]))
+
+    blobs = child.PipeBlobs(Writer(), inbox)  # type: ignore[arg-type]
+    assert blobs.read_range("b", 100, 3500) == data[100:3600]
+    assert asked == [1000, 1000, 1000, 500]
+    asked.clear()
+    assert blobs.read_range("b", len(data) - 300, 5000) == data[-300:]  # past the end: stops at the end
+    assert asked == [1000]

@@ -38,7 +38,7 @@ class AnalyticsParams(msgspec.Struct, forbid_unknown_fields=True):
     aggregates: Annotated[dict[str, list[Agg]], msgspec.Meta(
         min_length=1, description="Column -> aggregates among sum, mean, min, max, count")]
     chunk_bytes: Annotated[int, msgspec.Meta(
-        ge=1024, le=1 << 30, description="Bytes of the table per chunk (fixes chunk boundaries)")] = 16 << 20
+        ge=1024, le=1 << 30, description="Bytes of the table per chunk (fixes chunk boundaries)")] = 4 << 20
 
     def stats(self) -> dict[str, tuple[str, ...]]:
         """The partial statistics each aggregated column needs, in a fixed order."""

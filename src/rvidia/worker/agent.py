@@ -29,6 +29,7 @@ from rvidia.addresses import ws_url
 from rvidia.loops import loop_factory
 from rvidia.protocol import messages as m
 from rvidia.worker import facts, gpu, oscompat, owner, sandbox
+from rvidia.worker.blobproxy import HttpBlobs
 from rvidia.worker.cache import BlobCache
 from rvidia.worker.pool import ChunkPool
 
@@ -162,6 +163,8 @@ class Agent:
                 raise m.ProtocolError(f"expected a welcome, got {type(welcome).__name__}")
             self.worker_id = welcome.worker_id
             self.cache.use_store(welcome.blob_dir, welcome.host_key)
+            if self.pool is not None and isinstance(self.pool.blobs, HttpBlobs):
+                self.pool.blobs.store = self.cache.store
             log.info("joined %s as %s", self.s.master, self.worker_id)
             print(f"rvidia worker {self.s.name} joined {self.s.master} as {self.worker_id} "
                   f"with {self.s.slots} slots", file=sys.stderr, flush=True)

@@ -105,6 +105,9 @@ class ChunkLog(io.TextIOBase):
             pass  # the agent is gone: the reader thread ends this process
 
 
+READ_PIECE = 4 << 20
+
+
 class PipeBlobs:
     """``RemoteBlobs`` through the agent: a request frame out, the ``Reply`` back on stdin.
 
@@ -117,9 +120,17 @@ class PipeBlobs:
         self._lock = threading.Lock()
 
     def read_range(self, blob_id: str, start: int, length: int) -> bytes:
+        """Asked in pieces of at most READ_PIECE bytes, so that the agent, which serves every chunk of
+        the worker, never holds more than a piece per chunk (its memory stays flat under large reads)."""
         if length <= 0:
             return b""
-        return self._ask(ReadRange(blob_id, start, length)).data
+        parts = []
+        for offset in range(start, start + length, READ_PIECE):
+            part = self._ask(ReadRange(blob_id, offset, min(READ_PIECE, start + length - offset))).data
+            parts.append(part)
+            if len(part) < min(READ_PIECE, start + length - offset):
+                break  # the end of the blob
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def put(self, data: bytes) -> str:
         return self._ask(Put(bytes(data))).blob_id
