@@ -166,6 +166,37 @@ def analytics(rows: int = 60_000, chunk_bytes: int = 8192, seed: int = 3) -> Cas
                 {"table": table}, check)
 
 
+def render(width: int = 320, height: int = 240, tile_rows: int = 4) -> Case:
+    """Spheres: the tiled PNG must equal the single-process render pixel for pixel."""
+    from PIL import Image
+
+    from rvidia.kinds.render import render_full
+
+    params = {"scene": "spheres", "width": width, "height": height, "tile_rows": tile_rows}
+    expected = render_full(params)
+
+    def check(cluster: Cluster, view: dict[str, Any]) -> None:
+        image = np.asarray(Image.open(io.BytesIO(output(cluster, view, "image.png"))).convert("RGB"))
+        assert np.array_equal(image, expected)
+
+    return Case("render", params, check=check)
+
+
+def train(rounds: int = 6, shards: int = 6) -> Case:
+    """Federated averaging: the model must equal ``train_reference``'s bit for bit, whoever ran a shard."""
+    from rvidia.kinds.train import train_reference
+
+    params = {"rounds": rounds, "shards": shards}
+    weights, history = train_reference(params)
+
+    def check(cluster: Cluster, view: dict[str, Any]) -> None:
+        assert view["result"]["history"] == history
+        model = np.load(io.BytesIO(output(cluster, view, "model.npz")))
+        assert all(np.array_equal(model[k], weights[k]) for k in weights)
+
+    return Case("train", params, check=check)
+
+
 def assert_exact(cluster: Cluster, job_id: str, case: Case, view: dict[str, Any]) -> None:
     """The job succeeded, every chunk is done exactly once in the tally, and the output is exact."""
     assert view["state"] == "succeeded", (view["state"], view["error"])

@@ -26,6 +26,7 @@ CASES: dict[str, Callable[[], fk.Case]] = {
     "compress": lambda: fk.compress(size=12 << 20),
     "matmul": lambda: fk.matmul(m=3000, block_rows=25),
     "analytics": lambda: fk.analytics(rows=150_000),
+    "render": lambda: fk.render(width=480, height=360, tile_rows=3),
 }
 
 
@@ -60,3 +61,22 @@ def test_workers_killed_at_random_moments_lose_nothing(procs: Processes, tmp_pat
     # The replacements joined and the survivors are still fine: the cluster is whole again.
     wait_for_workers(cluster.api, sorted(live), timeout=30)
     assert all(proc.poll() is None for proc in live.values())
+
+
+def test_a_worker_killed_mid_training_changes_nothing_in_the_model(procs: Processes, tmp_path: Path) -> None:
+    """``train`` runs one stage per round: a worker killed in a middle round loses only that round's
+    running shards, which run again elsewhere; the final model is train_reference's, bit for bit."""
+    case = fk.train(rounds=8, shards=6)
+    cluster = start_cluster(procs, tmp_path / "data", workers=3)
+    job_id = case.submit(cluster)
+
+    def round_reached() -> bool:
+        detail = cluster.job(job_id)["progress"].get("detail") or {}
+        return int(detail.get("round", 0)) >= 3
+
+    wait_until(round_reached, 60, message="round 3 of the training")
+    kill9(cluster.workers["w2"])
+    view = cluster.wait_job(job_id, timeout=90)
+    assert view["state"] == "succeeded", view["error"]
+    case.check(cluster, view)
+    wait_until(lambda: fk.worker_state(cluster, "w2") == "lost", 15, message="w2 to be declared lost")
