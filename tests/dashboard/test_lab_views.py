@@ -80,3 +80,15 @@ def test_an_outvoted_worker_is_flagged(page, pool: tuple[rvidia.LocalCluster, th
     finally:
         judge.terminate()
         judge.wait(10)
+
+
+def test_cores_count_each_machine_once(page, pool: tuple[rvidia.LocalCluster, threading.Event]) -> None:
+    """Two workers on this machine and one on "liarhost" (4 cores): this machine's cores once, plus 4."""
+    import os
+
+    cluster, _ = pool
+    cluster.add_worker(slots=1, name="second-here")
+    cluster.wait_for_workers(3, 30)
+    sign_in(page, cluster, "#/workers")
+    expected = (os.cpu_count() or 1) + 4
+    page.locator(f"#workers-summary:has-text('3 online · 7 slots · {expected} cores')").wait_for(timeout=15_000)

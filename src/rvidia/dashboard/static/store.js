@@ -165,6 +165,16 @@ export function sortedJobs() {
   });
 }
 
+/** Cores of the machines behind these workers: workers on one host share its cores, so each
+ * host counts once (its largest report). */
+export function hostCores(workers) {
+  const byHost = new Map();
+  for (const w of workers) byHost.set(w.host || w.id, Math.max(byHost.get(w.host || w.id) || 0, w.cores || 0));
+  let total = 0;
+  for (const n of byHost.values()) total += n;
+  return total;
+}
+
 export function onlineWorkers() {
   return [...store.workers.values()].filter((w) => w.state !== "lost");
 }

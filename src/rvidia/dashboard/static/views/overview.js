@@ -2,7 +2,7 @@
 
 import { rateChart } from "../charts.js";
 import { JOB_STATES, fill, fmtInt, h, onResize, setText, setTitle } from "../dom.js";
-import { onlineWorkers, rateSeries, sortedJobs, store } from "../store.js";
+import { hostCores, onlineWorkers, rateSeries, sortedJobs, store } from "../store.js";
 import { jobRow, jobRowUpdate, jobsTable } from "./jobs.js";
 import { keyed } from "../dom.js";
 
@@ -42,8 +42,8 @@ export function overviewView(main) {
     const lost = store.workers.size - online.length;
     setText(workers.value, fmtInt(online.length));
     setText(workers.sub, lost ? `${lost} lost` : online.length ? `${online.filter((w) => w.state === "busy").length} busy` : "none yet");
-    setText(cores.value, fmtInt(online.reduce((n, w) => n + (w.cores || 0), 0)));
-    setText(cores.sub, "on online workers");
+    setText(cores.value, fmtInt(hostCores(online)));
+    setText(cores.sub, "of the online workers' machines");
     const totalSlots = online.reduce((n, w) => n + (w.slots || 0), 0);
     const runningNow = online.reduce((n, w) => n + (w.running || 0), 0);
     setText(slots.value, fmtInt(totalSlots));

@@ -1,7 +1,7 @@
 // Workers: who helps, how busy they are, how fast, and when they were last heard from.
 
 import { ago, fill, fmtBytes, fmtInt, fmtPercent, h, keyed, setText, setTitle } from "../dom.js";
-import { store } from "../store.js";
+import { hostCores, store } from "../store.js";
 
 const ORDER = { busy: 0, idle: 1, paused: 2, lost: 3 };
 
@@ -85,7 +85,7 @@ export function workersView(main) {
     empty.hidden = workers.length > 0;
     const online = workers.filter((w) => w.state !== "lost");
     setText(summary, `${online.length} online · ${online.reduce((n, w) => n + w.slots, 0)} slots · ` +
-      `${online.reduce((n, w) => n + w.cores, 0)} cores`);
+      `${hostCores(online)} cores`);
   }
   draw();
   const tick = setInterval(draw, 1000); // "last seen" ticks locally
