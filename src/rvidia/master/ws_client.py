@@ -69,7 +69,7 @@ def _submit(runtime: Runtime, link: ClientLink, msg: c.SubmitJob, submitter: str
         for name, data in msg.inline.items():
             if len(data) > c.MAX_INLINE_BYTES:
                 raise ParamError(f"inline input {name!r} is over {c.MAX_INLINE_BYTES} bytes: upload it")
-            inputs[name] = runtime.blobs.put_parts([data])
+            inputs[name] = runtime.blobs.put_bytes(data)
         req = JobRequest(kind=msg.kind, params=msg.params, inputs=inputs, priority=msg.priority,
                          max_attempts=msg.max_attempts, timeout=msg.timeout)
         def accepted(job_id: str) -> None:  # before any result of the job can be pushed
