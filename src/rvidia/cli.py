@@ -370,16 +370,20 @@ def _discover(interface: str | None, timeout: float, name: str | None) -> str:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", default=None, help="[default ~/.rvidia]")
 @click.option("--no-advertise", is_flag=True, help="Do not advertise the master by mDNS.")
+@click.option("--isolation", default=None, type=click.Choice(["bwrap", "docker", "none"]),
+              help="How the local workers contain chunk processes [default: none while the master listens on "
+                   "loopback only (your own code, your own files, as with multiprocessing); else the worker "
+                   "default, bwrap where it works].")
 @handle_errors
-def up(workers: int, host: str, port: int, data_dir: str | None, no_advertise: bool) -> None:
+def up(workers: int, host: str, port: int, data_dir: str | None, no_advertise: bool, isolation: str | None) -> None:
     """Master plus local workers in one command; Ctrl-C stops all of it."""
     import signal
     import time
 
     from rvidia.client.local import LocalCluster
-
     cluster = LocalCluster(workers, data_dir=addresses.data_dir(data_dir), host=host, port=port, quiet=False,
-                           advertise=not no_advertise, isolation=None)
+                           advertise=not no_advertise,
+                           isolation=isolation or ("none" if addresses.is_loopback(host) else None))
     click.echo(f"rvidia: dashboard at {cluster.url}/  (token: {cluster.token})", err=True)
     click.echo(f"rvidia: {workers} local workers joined; submit with e.g. "
                f"`rvidia submit montecarlo -p samples=100000000 --wait`; Ctrl-C stops everything", err=True)

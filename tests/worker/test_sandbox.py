@@ -229,7 +229,8 @@ async def test_a_sandboxed_chunk_sees_no_home_directory_runs_at_nice_19_without_
         assert set(seen[top] or []) <= needed, (top, seen[top])
     assert seen["cwd"] == sandbox.SCRATCH and seen["env"]["HOME"] == sandbox.SCRATCH
     assert seen["nice"] == 19
-    assert not [k for k in seen["env"] if k.startswith("RVIDIA_")], seen["env"]
+    # Nothing of the agent's; only the marker that makes file errors explain the sandbox.
+    assert [k for k in seen["env"] if k.startswith("RVIDIA_")] == [sandbox.SANDBOX_ENV], seen["env"]
     if sandboxed == "docker":
         assert seen["uid"] == 65534
 
@@ -328,3 +329,21 @@ async def test_the_docker_command_is_locked_down_and_nothing_from_a_task_reaches
             assert flag in text, flag
         assert "--privileged" not in text and "/:/host" not in text and "--network host" not in text
         assert "source=/root," not in text and "source=/home," not in text and "source=/," not in text
+
+
+def _read_home(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+async def test_a_file_error_in_a_sandbox_says_it_is_the_sandbox(
+        runner_factory: Callable[..., Runner], sandboxed: str) -> None:
+    marker = Path.home() / f".rvidia-hint-{uuid.uuid4().hex}"
+    marker.write_text("private")
+    try:
+        runner = runner_factory(_read_home, sandboxed)
+        got = await runner.outcome(str(marker))
+    finally:
+        marker.unlink()
+    assert not got.ok and "FileNotFoundError" in (got.error or "")
+    assert "ran in the worker's sandbox" in (got.error or "") and "--isolation none" in (got.error or "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from rvidia import __version__, discovery
+from rvidia.addresses import is_loopback
 from rvidia.loops import loop_factory
 from rvidia.master.app import create_app
 from rvidia.master.auth import Auth
@@ -46,15 +46,6 @@ class MasterSettings:
     speculation_min: float = 1.0  # seconds a chunk must have run before it may be backed up
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build(settings: MasterSettings) -> tuple[Runtime, Auth, str | None]:
     """Open the data dir and make the runtime; also return a newly created token to print once."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +70,7 @@ def serve(settings: MasterSettings) -> None:
         print(f"rvidia: created the admin token (also saved in {settings.data_dir / 'token'}):\n"
               f"{new_token}", file=sys.stderr, flush=True)
     tls = bool(settings.tls_cert and settings.tls_key)
-    if not _is_loopback(settings.host) and not tls:
+    if not is_loopback(settings.host) and not tls:
         print(f"rvidia: warning: listening on {settings.host} without TLS: tokens cross the network "
               "in clear; use --tls-cert/--tls-key on untrusted networks", file=sys.stderr, flush=True)
     config = uvicorn.Config(

@@ -108,6 +108,15 @@ class ChunkLog(io.TextIOBase):
 READ_PIECE = 4 << 20
 
 
+def _sandbox_hint(exc: BaseException) -> str:
+    """A file error inside a sandbox is most likely the sandbox: say so, and what to do."""
+    if not isinstance(exc, OSError) or not os.environ.get("RVIDIA_SANDBOXED"):
+        return ""
+    return ("(this chunk ran in the worker's sandbox: it sees none of the users' files and may write only "
+            "its scratch dir and /tmp. Send data as arguments or inputs, or start the worker with "
+            "--isolation none if it may trust this code with its files; see docs/security.md)\n")
+
+
 class PipeBlobs:
     """``RemoteBlobs`` through the agent: a request frame out, the ``Reply`` back on stdin.
 
@@ -222,8 +231,8 @@ def _serve(writer: FrameWriter, inbox: queue.SimpleQueue[ToChild], args: argpars
             outcome = _run(message, cache, params_memo, blobs)
         except MemoryError:
             outcome = Outcome(ok=False, error="MemoryError: the chunk ran out of memory")
-        except BaseException:  # the chunk's own error (SystemExit too), with its traceback, goes back
-            outcome = Outcome(ok=False, error=traceback.format_exc(limit=20))
+        except BaseException as exc:  # the chunk's own error (SystemExit too), with its traceback, goes back
+            outcome = Outcome(ok=False, error=traceback.format_exc(limit=20) + _sandbox_hint(exc))
         finally:
             sys.stdout, sys.stderr = saved
         out.flush()

@@ -38,6 +38,9 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "loc
 PASS_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "NUMEXPR_", "VECLIB_")  # the owner's thread settings
 
 
+SANDBOX_ENV = "RVIDIA_SANDBOXED"  # set inside a sandbox: a chunk's file errors then say why (worker/child.py)
+
+
 class SandboxUnavailable(Exception):
     """The isolation asked for cannot work here; the message says why and what to do."""
 
@@ -235,7 +238,8 @@ def sandbox_env(python_path: Sequence[str]) -> dict[str, str]:
     """A chunk's whole environment in a sandbox: nothing of the agent's (its token, say) but thread
     settings."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": os.pathsep.join(python_path)}
+           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": os.pathsep.join(python_path),
+           SANDBOX_ENV: "1"}
     env.update({k: v for k, v in os.environ.items() if k.startswith(PASS_ENV_PREFIXES)})
     return env
 
