@@ -207,3 +207,34 @@ def test_map_pickled_result_allowed(local: rvidia.LocalCluster) -> None:
 
 def test_map_via_connect(cluster: rvidia.Cluster) -> None:
     assert cluster.map(str.upper, ["a", "b"]).result(timeout=60) == ["A", "B"]
+
+
+def test_a_long_poll_answers_when_the_job_ends(cluster: rvidia.Cluster) -> None:
+    """``GET /jobs/{id}?wait=S`` holds the answer until the job ends (not S), so ``Job.result`` sees
+    the end at once instead of polling."""
+    import time
+
+    job = cluster.submit("montecarlo", samples=60_000_000, seed=4, chunk_samples=2_000_000)
+    started = time.monotonic()
+    view = cluster.get(f"/api/v1/jobs/{job.id}", params={"wait": 50})
+    held = time.monotonic() - started
+    assert view["state"] == "succeeded" and held < 45, (view["state"], held)
+    started = time.monotonic()
+    assert cluster.get(f"/api/v1/jobs/{job.id}", params={"wait": 50})["state"] == "succeeded"
+    assert time.monotonic() - started < 5  # an ended job is answered at once
+    for bad in ("-1", "61", "soon"):
+        with pytest.raises(ApiError) as info:
+            cluster.get(f"/api/v1/jobs/{job.id}", params={"wait": bad})
+        assert info.value.status == 422
+
+
+def test_a_long_poll_of_a_job_that_cannot_run_ends_after_its_wait() -> None:
+    import time
+
+    with rvidia.LocalCluster(workers=0) as empty:
+        job = empty.submit("montecarlo", samples=1000)
+        started = time.monotonic()
+        view = empty.get(f"/api/v1/jobs/{job.id}", params={"wait": 0.5})
+        assert view["state"] == "queued" and 0.4 < time.monotonic() - started < 10
+        with pytest.raises(TimeoutError):
+            job.wait(timeout=0.3)

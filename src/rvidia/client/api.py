@@ -232,17 +232,31 @@ class Job:
              ) -> dict[str, Any]:
         """Block until the job ends; return its final view (raise TimeoutError past ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
+        # Long polls: the master answers as soon as the job ends. With a progress callback it also
+        # answers every 0.25 s with the latest progress.
+        step = 0.25 if on_progress is not None else 10.0
+        wait = 0.0  # the first look is immediate
         while True:
-            view = self.status()
+            asked = time.monotonic()
+            view = self._view(wait)
+            if view["state"] not in TERMINAL and time.monotonic() - asked < wait / 2:
+                time.sleep(0.05)  # a master that does not hold the answer (an older release): poll gently
             if on_progress is not None:
                 on_progress(view)
             if view["state"] in TERMINAL:
                 return view
-            if deadline is not None and time.monotonic() > deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise TimeoutError(f"job {self.id} still {view['state']} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            wait = step if left is None else max(0.01, min(step, left))
+
+    def _view(self, wait: float) -> dict[str, Any]:
+        if wait <= 0:
+            return self.status()
+        view = self.cluster.request("GET", f"/api/v1/jobs/{self.id}", params={"wait": f"{wait:.3f}"},
+                                    timeout=wait + 30).json()
+        self.kind = view["kind"]
+        return view  # type: ignore[no-any-return]
 
     def result(self, timeout: float | None = None, allow_pickle_results: bool | None = None) -> Any:
         """The job's result (for ``map``, the list of results); raise JobFailed if it failed.

@@ -141,8 +141,15 @@ def _job_or_404(rt: Runtime, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", dependencies=[Depends(user)])
-async def job(job_id: str, request: Request) -> dict[str, Any]:
-    return _job_or_404(runtime_of(request), job_id)
+async def job(job_id: str, request: Request, wait: float = 0.0) -> dict[str, Any]:
+    """The job's view; with ``wait`` (seconds, at most 60), answered as soon as the job ends, or when
+    that time is up, so a client learns of the end at once without polling."""
+    if not 0 <= wait <= 60:
+        raise HTTPException(422, "wait must be between 0 and 60 seconds")
+    rt = runtime_of(request)
+    _job_or_404(rt, job_id)
+    await rt.wait_end(job_id, wait)
+    return _job_or_404(rt, job_id)
 
 
 @router.get("/jobs/{job_id}/chunks", dependencies=[Depends(user)])

@@ -71,6 +71,7 @@ class ActiveJob:
     seq: int = 0
     outvoted: dict[str, int] = field(default_factory=dict)  # replicated jobs: worker -> results outvoted
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once, when the job ends (long polls)
 
 
 class Runtime:
@@ -275,6 +276,7 @@ class Runtime:
         self._labels.drop_job(job_id, job.outvoted)
         self.store.commit()
         job.changed.set()
+        job.ended.set()
         listener = self.listeners.pop(job_id, None)
         if listener is not None:
             listener.on_end(job_id, state, error)
@@ -589,6 +591,17 @@ class Runtime:
         return {"id": row["id"], "kind": row["kind"], "state": row["state"], "progress": progress,
                 "stage": row["stage"], "priority": row["priority"], "created_at": row["created_at"],
                 "started_at": row["started_at"], "finished_at": row["finished_at"]}
+
+    async def wait_end(self, job_id: str, seconds: float) -> None:
+        """Return when the job ends or after ``seconds``, whichever comes first (a job that is not
+        running returns at once)."""
+        job = self.active.get(job_id)
+        if job is None or seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(job.ended.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def job_view(self, job_id: str) -> dict[str, Any] | None:
         job = self.active.get(job_id)
