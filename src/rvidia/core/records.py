@@ -169,6 +169,7 @@ class JobEntry:
     user: str = ""  # who submitted it: the unit of fair share
     # Seconds the latest successful attempts took: what a "typical" chunk of this stage takes.
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=DURATIONS_KEPT))
+    median: float | None = None  # typical()'s memo; None: to compute
     # Replicated jobs (replicas > 1), per chunk index being decided: copies still to start, workers
     # that ran a copy (each copy goes to a different one), results in, extra copies asked for.
     replicas: int = 1
@@ -195,12 +196,22 @@ class JobEntry:
         copy = self.running.get(index, {}).get(attempt)
         return copy is not None and copy[0] == worker_id
 
+    def took(self, seconds: float) -> None:
+        """A successful attempt's duration, for ``typical``."""
+        self.durations.append(seconds)
+        self.median = None
+
+    def forget_durations(self) -> None:
+        self.durations.clear()
+        self.median = None
+
     def typical(self) -> float | None:
-        """The median duration of the recent successful attempts, None before the first one."""
-        if not self.durations:
-            return None
-        ordered = sorted(self.durations)
-        return ordered[len(ordered) // 2]
+        """The median duration of the recent successful attempts, None before the first one (asked on
+        every placement decision, so it is computed once per new duration)."""
+        if self.median is None and self.durations:
+            ordered = sorted(self.durations)
+            self.median = ordered[len(ordered) // 2]
+        return self.median
 
     @property
     def stage_finished(self) -> bool:

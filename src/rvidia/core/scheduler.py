@@ -203,7 +203,7 @@ class Scheduler:
         job.attempts.clear()
         job.failures.clear()
         job.losses.clear()
-        job.durations.clear()
+        job.forget_durations()
         job.clear_replicas()
         self._check_stage(job)
 
@@ -278,7 +278,7 @@ class Scheduler:
         if current is None:
             return
         job, started = current
-        job.durations.append(max(0.0, self.clock() - started))
+        job.took(max(0.0, self.clock() - started))
         if job.replicas > 1:
             self._vote(job, e)
             return

@@ -12,7 +12,6 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rvidia.master.store import Store
@@ -36,8 +35,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_second: list[object] = [None, ""]  # the last whole second formatted, and its text
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as ``2026-12-04T17:41:06.079Z``. Called several times per chunk, so the text of the
+    current second is kept and only the milliseconds are formatted each time."""
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 class Auth:
