@@ -104,7 +104,7 @@ def test_plan_offsets_point_at_each_blocks_rows() -> None:
 
 
 def test_auto_block_rows_depends_only_on_shapes() -> None:
-    assert auto_block_rows(2048, 2048, 8, 8) == 128  # 32 KiB per row of a plus row of c: 4 MiB blocks
+    assert auto_block_rows(2048, 2048, 8, 8) == 256  # 32 KiB per row of a plus row of c: 8 MiB blocks
     assert auto_block_rows(10, 10, 8, 8) > 10_000
     assert auto_block_rows(0, 0, 8, 8) >= 1
 

@@ -18,7 +18,7 @@ import msgspec
 
 from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan, RunContext
 
-TARGET_BLOCK_BYTES = 4 << 20  # automatic block_rows: rows of a plus rows of c in about 4 MiB
+TARGET_BLOCK_BYTES = 8 << 20  # automatic block_rows: rows of a plus rows of c in about 8 MiB
 _STREAM = 1 << 20  # bytes per piece when streaming blocks into c.npy
 _NUMERIC_KINDS = "biufc"  # bool, signed, unsigned, float, complex
 
@@ -27,7 +27,7 @@ class MatmulParams(msgspec.Struct, forbid_unknown_fields=True):
     block_rows: Annotated[int, msgspec.Meta(
         ge=0, le=10**9,
         description="Rows of a (and of c) per chunk; 0 picks rows so that a block of a plus its block "
-                    "of c is about 4 MiB. Fixes chunk boundaries.")] = 0
+                    "of c is about 8 MiB. Fixes chunk boundaries.")] = 0
 
 
 # Relative tolerance between two computations of one block of c (replicas, GPUs, other BLAS).
