@@ -15,16 +15,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
-from harness import Processes  # noqa: E402
+from harness import Processes, process_group  # noqa: E402
 
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
     """Processes that live as long as one test."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    group = Processes(logs)
-    try:
+    with process_group(tmp_path) as group:
         yield group
-    finally:
-        group.stop_all()

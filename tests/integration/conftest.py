@@ -7,19 +7,14 @@ from typing import Iterator
 
 import pytest
 
-from harness import Cluster, Processes, start_cluster
+from harness import Cluster, Processes, process_group, start_cluster
 
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
     """Processes that live as long as one test."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    group = Processes(logs)
-    try:
+    with process_group(tmp_path) as group:
         yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")

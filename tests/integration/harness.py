@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 import httpx
 
@@ -99,6 +100,18 @@ class Processes:
         for log in self._logs:
             log.close()
         self.procs.clear()
+
+
+@contextmanager
+def process_group(tmp_path: Path) -> Iterator[Processes]:
+    """Processes that live as long as one test (its ``procs`` fixture), logging under tmp_path/logs."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    group = Processes(logs)
+    try:
+        yield group
+    finally:
+        group.stop_all()
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
