@@ -231,6 +231,28 @@ def test_file_inputs_upload_and_outputs_download(page, cluster: rvidia.LocalClus
     shot(page, "job-analytics", full_page=True)
 
 
+def test_a_job_that_ends_while_its_page_loads_shows_its_end(page, cluster: rvidia.LocalCluster) -> None:
+    """The page's first load answers "running"; the job's end reaches the page over the event stream
+    before that answer does. The stale answer must not win."""
+    sign_in(page, cluster)
+    job = cluster.submit("montecarlo", samples=40_000_000, chunk_samples=10_000_000)
+    held = []
+
+    def hold_first_answer(route) -> None:  # type: ignore[no-untyped-def]
+        answer = route.fetch()
+        if not held:
+            held.append(answer.json()["state"])
+            job.wait(timeout=60)  # the end event is on its way while this answer waits
+            time.sleep(0.5)
+        route.fulfill(response=answer)
+
+    page.route(f"**/api/v1/jobs/{job.id}", hold_first_answer)
+    page.goto(f"{cluster.url}/#/jobs/{job.id}")
+    page.wait_for_selector(".head-badge .badge.state-succeeded", timeout=30_000)
+    assert held == ["running"]
+    page.unroute(f"**/api/v1/jobs/{job.id}")
+
+
 def test_sign_out_ends_the_session(page, cluster: rvidia.LocalCluster) -> None:
     sign_in(page, cluster)
     page.click("#sign-out")

@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { ACTIVE_STATES, parseTime } from "./dom.js";
 
 const JOB_PAGE = 50;
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 export const store = {
   me: null,

@@ -4,7 +4,7 @@ import { api, blobUrl } from "../api.js";
 import { gantt, roundsChart } from "../charts.js";
 import { ACTIVE_STATES, badge, fill, fmtDuration, fmtInt, fmtTime, h, jobDuration, keyed, onResize, progressBar,
   setText, setTitle, updateProgress } from "../dom.js";
-import { onChunk, store, workerName } from "../store.js";
+import { TERMINAL, onChunk, store, workerName } from "../store.js";
 import { cancelJob } from "./jobs.js";
 
 const CHUNK_LIMIT = 5000;
@@ -233,13 +233,38 @@ export function jobView(main, id) {
     chunksComplete = list.length < CHUNK_LIMIT;
   }
 
+  // One load at a time; an event that lands while a load is in flight may be newer than what the
+  // load brings back (a job that ends within milliseconds of opening its page), so load once more.
+  let loading = false;
+  let loadAgain = false;
+
   async function refresh() {
+    if (loading) {
+      loadAgain = true;
+      return;
+    }
+    loading = true;
+    try {
+      await load();
+    } finally {
+      loading = false;
+      if (loadAgain && !destroyed) {
+        loadAgain = false;
+        refresh();
+      }
+    }
+  }
+
+  async function load() {
     try {
       const [full] = await Promise.all([api(`/jobs/${encodeURIComponent(id)}`), loadChunks()]);
       if (destroyed) return;
       const first = job === null;
+      const known = store.jobs.get(id);
+      // Never step a job back from its end: the event stream already said it ended.
+      if (known && TERMINAL.has(known.state) && ACTIVE_STATES.has(full.state)) loadAgain = true;
       job = full;
-      store.jobs.set(job.id, { ...store.jobs.get(job.id), ...summaryOf(job) });
+      if (!loadAgain) store.jobs.set(job.id, { ...known, ...summaryOf(job) });
       if (first) build();
       drawHead();
       drawProgress();
@@ -273,6 +298,7 @@ export function jobView(main, id) {
 
   return {
     update(kinds) {
+      if (loading && (kinds.has("jobs") || kinds.has("all"))) loadAgain = true;
       if (!job) return;
       if (kinds.has("all")) {
         refresh(); // (re)connected: reload this job too
