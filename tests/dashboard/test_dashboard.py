@@ -253,6 +253,26 @@ def test_a_job_that_ends_while_its_page_loads_shows_its_end(page, cluster: rvidi
     page.unroute(f"**/api/v1/jobs/{job.id}")
 
 
+def test_a_job_that_ends_while_the_list_loads_shows_its_end(page, cluster: rvidia.LocalCluster) -> None:
+    """Same race for the state loaded at sign-in: events that land during the load win over it."""
+    job = cluster.submit("montecarlo", samples=40_000_000, chunk_samples=10_000_000)
+    held = []
+
+    def hold_first_answer(route) -> None:  # type: ignore[no-untyped-def]
+        answer = route.fetch()
+        if not held:
+            held.append([j["state"] for j in answer.json() if j["id"] == job.id])
+            job.wait(timeout=60)
+            time.sleep(0.5)
+        route.fulfill(response=answer)
+
+    page.route(re.compile(r".*/api/v1/jobs\?limit=.*"), hold_first_answer)
+    sign_in(page, cluster, "#/jobs")
+    row = page.locator(f"tr.job-row:has-text('{job.id}')")
+    row.locator(".badge.state-succeeded").wait_for(timeout=30_000)
+    assert held == [["running"]]
+
+
 def test_sign_out_ends_the_session(page, cluster: rvidia.LocalCluster) -> None:
     sign_in(page, cluster)
     page.click("#sign-out")

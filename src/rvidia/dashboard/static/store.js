@@ -54,18 +54,32 @@ export function reset() {
   changed("all");
 }
 
+// Events that arrive while a reload is in flight, applied again on top of what it brings back:
+// the REST answers may be older than they are (a job that ended meanwhile would stay "running").
+let heldEvents = null;
+
 // The whole state over REST: at sign-in and after every (re)connection of the event stream.
 export async function reload() {
-  const [workers, jobs, stats] = await Promise.all([
-    api("/workers"),
-    api(`/jobs?limit=${JOB_PAGE}`),
-    api("/stats?seconds=300"),
-  ]);
+  heldEvents = [];
+  let workers, jobs, stats;
+  try {
+    [workers, jobs, stats] = await Promise.all([
+      api("/workers"),
+      api(`/jobs?limit=${JOB_PAGE}`),
+      api("/stats?seconds=300"),
+    ]);
+  } catch (err) {
+    heldEvents = null;
+    throw err;
+  }
   store.workers = new Map(workers.map((w) => [w.id, w]));
   const kept = new Map(jobs.map((j) => [j.id, j]));
   store.moreJobs = jobs.length === JOB_PAGE;
   store.jobs = kept;
   setStats(stats);
+  const again = heldEvents;
+  heldEvents = null;
+  for (const event of again) if (event.type !== "chunk") applyEvent(event);
   changed("all");
 }
 
@@ -136,6 +150,7 @@ function countFinished() {
 
 // One /ws/events message.
 export function applyEvent(event) {
+  if (heldEvents && heldEvents.length < 10000) heldEvents.push(event);
   if (event.type === "worker") {
     const { type, ...worker } = event;
     store.workers.set(worker.id, worker);
