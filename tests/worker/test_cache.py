@@ -113,3 +113,30 @@ def test_a_chunk_asks_for_a_large_range_in_pieces(monkeypatch: pytest.MonkeyPatc
     asked.clear()
     assert blobs.read_range("b", len(data) - 300, 5000) == data[-300:]  # past the end: stops at the end
     assert asked == [1000]
+
+
+async def test_uncontained_chunks_read_the_stores_file_in_place(tmp_path: Path) -> None:
+    """--isolation none: no copy at all; a blob missing from the store is still downloaded."""
+    data = b"arrays" * 100_000
+    store, blob_id = _store(tmp_path, data)
+    other = b"elsewhere"
+    other_id = hashlib.sha256(other).hexdigest()
+    calls: list[str] = []
+    async with _http({other_id: other}, calls) as http:
+        cache = BlobCache(tmp_path / "cache", http, direct=True)
+        cache.use_store(str(store.root), store.host_key)
+        path = await cache.ensure(blob_id)
+        fetched = await cache.ensure(other_id)
+    assert path == store.path(blob_id) and not (tmp_path / "cache" / blob_id).exists()
+    assert fetched.read_bytes() == other and calls == [other_id]
+
+
+async def test_direct_reading_needs_the_stores_key(tmp_path: Path) -> None:
+    data = b"arrays" * 1000
+    store, blob_id = _store(tmp_path, data)
+    calls: list[str] = []
+    async with _http({blob_id: data}, calls) as http:
+        cache = BlobCache(tmp_path / "cache", http, direct=True)
+        cache.use_store(str(store.root), "not-the-key")
+        path = await cache.ensure(blob_id)
+    assert path != store.path(blob_id) and path.read_bytes() == data and calls == [blob_id]

@@ -9,27 +9,42 @@ from typing import Any, Callable
 import cloudpickle
 import msgspec
 
+from rvidia.protocol import oob
 
-Upload = Callable[[bytes], str]
+
+Upload = Callable[[list[Any]], str]  # the parts of one blob -> its id
 BATCH_INLINE_LIMIT = 1024 * 1024  # a larger pickled batch travels as its own blob
 
 
-def _pack(batches: list[bytes], upload: Upload | None) -> bytes:
+def _pack(batches: list[list[Any]], upload: Upload | None) -> bytes:
     """The items blob: a msgpack list with, per chunk, the pickled batch or the blob id holding it.
 
     Large batches (array arguments) become blobs, so the master never holds them and workers fetch
-    each one straight from the blob store into their cache.
+    each one straight from the blob store into their cache. Each batch is a list of parts (see
+    ``_pickle``), written one after the other without being joined first.
     """
-    entries: list[bytes | str] = [
-        upload(b) if upload is not None and len(b) > BATCH_INLINE_LIMIT else b for b in batches]
+    entries: list[bytes | str] = []
+    for parts in batches:
+        size = sum(memoryview(p).nbytes for p in parts)
+        if upload is not None and size > BATCH_INLINE_LIMIT:
+            entries.append(upload(parts))
+        else:
+            entries.append(parts[0] if len(parts) == 1 else b"".join(parts))
     return msgspec.msgpack.encode(entries)
+
+
+def _pickle(batch: list[Any]) -> list[Any]:
+    """A batch as parts: one plain pickle, or, with array arguments, an out-of-band pickle whose
+    arrays are never copied here and are mapped, not read, on the worker (protocol/oob.py)."""
+    body, raws = oob.dumps(batch, cloudpickle.dumps)
+    return oob.frame(body, raws) if raws else [body]
 
 
 def pack_map(fn: Callable[..., Any], items: list[Any], chunksize: int,
              upload: Upload | None = None) -> tuple[bytes, bytes]:
     """The function blob, and the items blob (see ``_pack``); only workers unpickle either."""
     _ship_module_by_value(fn)
-    batches = [cloudpickle.dumps(items[i : i + chunksize]) for i in range(0, len(items), chunksize)]
+    batches = [_pickle(items[i : i + chunksize]) for i in range(0, len(items), chunksize)]
     return cloudpickle.dumps(fn), _pack(batches, upload)
 
 
@@ -38,7 +53,7 @@ def pack_calls(calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, 
     """The items blob of a ``calls`` map job: each item carries its own function."""
     for fn, _, _ in calls:
         _ship_module_by_value(fn)
-    batches = [cloudpickle.dumps(calls[i : i + chunksize]) for i in range(0, len(calls), chunksize)]
+    batches = [_pickle(calls[i : i + chunksize]) for i in range(0, len(calls), chunksize)]
     return _pack(batches, upload)
 
 

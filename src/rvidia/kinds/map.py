@@ -15,7 +15,7 @@ import msgspec
 
 from rvidia.core.events import Requirement
 from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan, RunContext
-from rvidia.protocol import values
+from rvidia.protocol import oob, values
 
 
 class MapParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,10 +82,9 @@ class MapKind(Kind):
         return Done(result={"items": ctx.params.items, "chunks": len(parts)}, outputs={"results": blob})
 
     def run(self, params: MapParams, payload: bytes, ctx: RunContext) -> bytes:
-        if not payload and "batch" in ctx.input_paths:
-            payload = ctx.input_paths["batch"].read_bytes()
+        batch = _load_batch(payload, ctx)
         if params.calls:
-            calls = pickle.loads(payload)
+            calls = batch
             return values.dumps([fn(*args, **kwargs) for fn, args, kwargs in calls],
                                 allow_pickle=params.allow_pickle_results)
         key = ("map-fn", str(ctx.input_paths["function"]))
@@ -94,12 +93,23 @@ class MapKind(Kind):
             fn = pickle.loads(ctx.input_paths["function"].read_bytes())
             ctx.cache.clear()  # keep one job's function at a time
             ctx.cache[key] = fn
-        items = pickle.loads(payload)
+        items = batch
         if params.star:
             out = [fn(*args, **kwargs) for args, kwargs in items]
         else:
             out = [fn(item) for item in items]
         return values.dumps(out, allow_pickle=params.allow_pickle_results)
+
+
+def _load_batch(payload: bytes, ctx: RunContext) -> Any:
+    """The chunk's items: inline, or from the batch blob's file, mapped when its arrays travel out of
+    band (protocol/oob.py), so that they are built on the mapping instead of copied."""
+    if payload:
+        return oob.loads(bytearray(payload)) if oob.is_oob(payload) else pickle.loads(payload)
+    path = ctx.input_paths["batch"]
+    with open(path, "rb") as f:
+        start = f.read(len(oob.MAGIC))
+    return oob.load_file(path) if oob.is_oob(start) else pickle.loads(path.read_bytes())
 
 
 def decode_results(blob: bytes, allow_pickle: bool = False) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import msgspec
@@ -110,6 +111,15 @@ async def upload(request: Request) -> dict[str, Any]:
     except DiskFull as exc:
         raise HTTPException(507, str(exc)) from None
     return {"id": blob_id, "size": size}
+
+
+@router.get("/blobstore", dependencies=[Depends(user)])
+async def blob_store(request: Request) -> dict[str, Any]:
+    """Where the store is, and a hash of its ``.host-key``: a client that reads the same key there
+    shares this file system and may write blobs straight into the store (client/localstore.py)."""
+    rt = runtime_of(request)
+    key = rt.blobs.host_key
+    return {"dir": str(rt.blobs.root), "key_sha256": hashlib.sha256(key.encode()).hexdigest() if key else ""}
 
 
 @router.get("/blobs/{blob_id}", dependencies=[Depends(caller)])

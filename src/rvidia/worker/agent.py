@@ -102,7 +102,7 @@ class Agent:
         headers = {"Authorization": f"Bearer {self.s.token}"}
         async with httpx.AsyncClient(base_url=self.s.master, headers=headers, timeout=60,
                                      verify=tls.httpx_verify(self.s.ca)) as http:
-            self.cache = BlobCache(self.cache_dir, http)
+            self.cache = BlobCache(self.cache_dir, http, direct=self.s.containment.isolation == "none")
             try:
                 await self._connect_forever()
             finally:

@@ -7,8 +7,9 @@ A worker on the master's own machine (``rvidia up``, ``LocalCluster``) copies bl
 master's store instead: a file copy in the page cache, not an HTTP download. It does so only when it
 can read the store's ``.host-key`` file and finds there the secret the master sent in its Welcome, so
 the store is provably the master's (same file system, same user); anything else, or any error, falls
-back to the download. A copy, not a hard link: nothing a chunk does to its input file can reach the
-master's store.
+back to the download. Contained chunk processes (bwrap, docker) get a copy, not a hard link, so that
+nothing they do to their input file can reach the master's store; uncontained ones (``--isolation
+none``) run as this user with every file it can reach anyway, so they read the store's file itself.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ log = logging.getLogger("rvidia.worker")
 
 
 class BlobCache:
-    def __init__(self, root: Path, http: httpx.AsyncClient) -> None:
+    def __init__(self, root: Path, http: httpx.AsyncClient, direct: bool = False) -> None:
         self.root = root
+        self.direct = direct  # read the store's files in place (uncontained chunk processes only)
         self.root.mkdir(parents=True, exist_ok=True)
         self.http = http
         self._fetching: dict[str, asyncio.Future[Path]] = {}
@@ -52,6 +54,10 @@ class BlobCache:
         path = self.root / blob_id
         if path.exists():
             return path
+        if self.direct and self.store is not None and _hex64(blob_id):
+            stored = self.store / blob_id[:2] / blob_id  # the store's layout (master/blobs.py)
+            if stored.is_file():
+                return stored
         pending = self._fetching.get(blob_id)
         if pending is None:
             pending = asyncio.ensure_future(self._download(blob_id, path))
@@ -60,7 +66,7 @@ class BlobCache:
         return await asyncio.shield(pending)
 
     async def _download(self, blob_id: str, path: Path) -> Path:
-        if self.store is not None and len(blob_id) == 64 and all(c in "0123456789abcdef" for c in blob_id):
+        if self.store is not None and _hex64(blob_id):
             try:
                 return await asyncio.to_thread(self._copy_from_store, blob_id, path)
             except OSError as exc:  # gone from the store, unreadable, disk full: download it instead
@@ -96,3 +102,7 @@ class BlobCache:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+
+def _hex64(blob_id: str) -> bool:
+    return len(blob_id) == 64 and all(c in "0123456789abcdef" for c in blob_id)
