@@ -163,6 +163,8 @@ class Agent:
                 raise m.ProtocolError(f"expected a welcome, got {type(welcome).__name__}")
             self.worker_id = welcome.worker_id
             self.cache.use_store(welcome.blob_dir, welcome.host_key)
+            if self.pool is not None:
+                self.pool.store = str(self.cache.store) if self.cache.direct and self.cache.store else ""
             if self.pool is not None and isinstance(self.pool.blobs, HttpBlobs):
                 self.pool.blobs.store = self.cache.store
             log.info("joined %s as %s", self.s.master, self.worker_id)

@@ -263,7 +263,7 @@ def _empty(scratch: str) -> None:
 
 def _run(message: Run, cache: dict[Any, Any], params_memo: dict[tuple[str, str], Any],
          blobs: PipeBlobs) -> Outcome:
-    from rvidia.kinds.base import RunContext
+    from rvidia.kinds.base import RemoteBlobs, RunContext
     from rvidia.kinds.registry import get_kind
 
     task = message.task
@@ -275,8 +275,14 @@ def _run(message: Run, cache: dict[Any, Any], params_memo: dict[tuple[str, str],
     if params is None:
         params_memo.clear()
         params = params_memo[key] = kind.parse_params(task.params)
+    chunk_blobs: RemoteBlobs = blobs
+    if message.store:
+        from rvidia.worker.directblobs import DirectBlobs
+
+        chunk_blobs = DirectBlobs(Path(message.store), blobs)
     ctx = RunContext(job_id=task.job_id, stage=task.stage, index=task.index,
-                     input_paths={k: Path(v) for k, v in message.input_paths.items()}, cache=cache, blobs=blobs)
+                     input_paths={k: Path(v) for k, v in message.input_paths.items()}, cache=cache,
+                     blobs=chunk_blobs)
     result = kind.run(params, task.payload, ctx)
     return Outcome(ok=True, result=result)
 

@@ -31,6 +31,7 @@ class Run(msgspec.Struct, tag="run"):
 
     task: ChunkTask
     input_paths: dict[str, str]
+    store: str = ""  # the master's blob store, when this uncontained chunk may use it directly
 
 
 class Reply(msgspec.Struct, tag="reply"):

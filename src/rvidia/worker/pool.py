@@ -78,6 +78,7 @@ class ChunkPool:
         self.closed = False
         self.suspended = False  # owner-first: running chunks are kept stopped until resume()
         self.hold_limit = HOLD_LIMIT
+        self.store = ""  # the master's blob store, for uncontained chunks on its machine (worker/directblobs.py)
 
     # ------------------------------------------------------------ processes
 
@@ -185,7 +186,7 @@ class ChunkPool:
         if slot.conn is None:
             return  # it could not even be started: its death is on the way
         try:
-            slot.conn.send(Run(task, input_paths))
+            slot.conn.send(Run(task, input_paths, store=self.store))
         except (OSError, ValueError):
             pass  # the process died already; its reader thread reports it
         if task.timeout:
