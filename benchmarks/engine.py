@@ -578,10 +578,22 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def others_busy(seconds: float = 3.0) -> float:
+    """Share of the machine's CPU (0-100) used over ``seconds`` while no engine runs.
+
+    The load average cannot tell: it lags by minutes and, at the end, counts the benchmark itself.
+    Sampled before the first engine starts and after the last has stopped, this is other work only.
+    """
+    import psutil
+
+    return float(psutil.cpu_percent(interval=seconds))
+
+
 def run(sizes: Sizes, repeats: int, engines: list[str], workloads: str) -> tuple[Results, dict[str, Any]]:
     results = Results()
     meta = machine_facts()
     meta["load_start"] = os.getloadavg()
+    meta["others_start"] = others_busy()
     meta["started"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     t_run = time.perf_counter()
     if "e" in workloads:
@@ -594,8 +606,9 @@ def run(sizes: Sizes, repeats: int, engines: list[str], workloads: str) -> tuple
     for name in engines:
         _say(f"{name}:")
         run_engine(ENGINES[name](), sizes, repeats, workloads, results)
-    meta["load_end"] = os.getloadavg()
     meta["run_seconds"] = time.perf_counter() - t_run
+    meta["load_end"] = os.getloadavg()
+    meta["others_end"] = others_busy()
     meta["versions"] = versions()
     meta["run"] = {"sizes": asdict(sizes), "repeats": repeats, "engines": engines, "workloads": workloads}
     return results, meta
@@ -779,11 +792,12 @@ def report(results: Results, meta: dict[str, Any], engines: list[str], sizes: Si
     la1 = ", ".join(f"{x:.2f}" for x in meta["load_end"])
     target_table, _ = targets(results, sizes)
     cores = meta["cores"] or 1
-    busy = max(meta["load_start"][0], meta["load_end"][0]) > 0.5 * cores
+    others = (meta["others_start"], meta["others_end"])
+    busy = max(others) > 15.0
     lines = [
-        f"**Measured under load**: the 1-minute load average was {meta['load_start'][0]:.2f} at the start and "
-        f"{meta['load_end'][0]:.2f} at the end on {cores} cores, so other work shared the cores. These "
-        "figures are noisy, and the speedups and latencies are not meaningful; rerun on an idle machine.",
+        f"**Measured under load**: other work used {others[0]:.0f}% of the {cores} cores' CPU just before "
+        f"the run and {others[1]:.0f}% just after it, so it shared the cores. These figures are noisy, and "
+        "the speedups and latencies are not meaningful; rerun on an idle machine.",
         "",
     ] if busy else []
     lines += [
@@ -795,9 +809,10 @@ def report(results: Results, meta: dict[str, Any], engines: list[str], sizes: Si
         f"- Python {meta['python']}; numpy {v['numpy']}; dask {v['dask']} (distributed {v['distributed']}); "
         f"ray {v['ray']}; rvidia {v['rvidia']}.",
         "- BLAS and OpenMP threads: 1 (set before numpy loads, inherited by every worker).",
-        f"- Load average (1, 5, 15 min) at the start: {la0}; at the end: {la1}. "
-        "On a 2-core machine, a load above about 0.5 means other work shared the cores "
-        "and the figures measure that load as much as the engines.",
+        f"- Other work's CPU use, sampled for 3 s with no engine running: {others[0]:.0f}% just before the "
+        f"run, {others[1]:.0f}% just after it (above 15% the figures are marked as measured under load). "
+        f"Load average (1, 5, 15 min) at the start: {la0}; at the end: {la1} (it lags by minutes, and at "
+        "the end it counts the benchmark's own processes).",
         f"- Sizes: a. {sizes.noop_tasks:,} no-op tasks; b. {sizes.round_trips} round trips; "
         f"c. {sizes.arrays} arrays of {sizes.array_mib} MiB; d. {sizes.pi_samples:,} samples in chunks of "
         f"{sizes.pi_chunk:,}; e. {sizes.tcp_bytes // MIB} MiB one way, {sizes.tcp_pings:,} ping-pongs of 64 bytes.",
