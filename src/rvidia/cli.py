@@ -7,139 +7,19 @@ usage or parameters, 3 master unreachable or token refused.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from functools import wraps
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from rvidia import __version__, addresses, lifeline
-from rvidia.client.api import ApiError, Cluster, Job, JobFailed, MasterUnreachable
+from rvidia import __version__, addresses, cliops, lifeline
+from rvidia.cliargs import (
+    EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, _duration, _fail, _service_name, _settings, _size, client_options,
+    config_option, connect, handle_errors, input_option, json_option, out_option, param_option, parse_inputs,
+    parse_params, parse_resources)
+from rvidia.client.api import Cluster, Job, JobFailed
 from rvidia.clishow import print_json_line, progress_wait, show_table
-
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"rvidia: {message}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn client errors into one line on stderr and the contract's exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MasterUnreachable as exc:
-            _fail(str(exc), EXIT_UNREACHABLE)
-        except ApiError as exc:
-            _fail(str(exc), EXIT_USAGE if exc.status in (400, 403, 404, 409, 413, 422) else EXIT_FAILED)
-        except JobFailed as exc:
-            _fail(str(exc), EXIT_FAILED)
-        except (ValueError, OSError) as exc:
-            _fail(str(exc), EXIT_USAGE)
-
-    return wrapper
-
-
-def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs; values parse as JSON where they can, else stay strings."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
-    return params
-
-
-def parse_inputs(pairs: tuple[str, ...]) -> dict[str, str]:
-    inputs: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not name=FILE", param_hint="-i")
-        if not Path(path).is_file():
-            raise click.BadParameter(f"no such file: {path}", param_hint="-i")
-        inputs[name] = path
-    return inputs
-
-
-def parse_resources(text: str | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in filter(None, (text or "").split(",")):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value) if sep else 1.0
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not name=number", param_hint="--resources") from None
-    return out
-
-
-def _duration(value: str, hint: str) -> float:
-    from rvidia.units import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=hint) from None
-
-
-def _size(value: str, hint: str) -> int:
-    from rvidia.units import parse_size
-
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=hint) from None
-
-
-def _service_name(value: str | None, hint: str = "--advertise-name") -> str | None:
-    from rvidia.discovery import check_name
-
-    try:
-        return check_name(value) if value is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=hint) from None
-
-
-config_option = click.option(
-    "--config", default=None, metavar="FILE",
-    help="TOML settings file (keys: the long flags); flags override it [default: DATA_DIR/rvidia.toml if present].")
-
-
-def _settings(ctx: click.Context, command: str, config: str | None) -> dict[str, Any]:
-    """The command's parameters after the settings file: flag > file > default."""
-    from rvidia.config import resolve
-
-    return resolve(ctx, command, config)[0]
-
-
-master_option = click.option("--master", "master", default=None, metavar="URL",
-                             help="Master URL [env RVIDIA_MASTER; default http://127.0.0.1:8765]")
-token_option = click.option("--token", default=None, help="Token [env RVIDIA_TOKEN; else DATA_DIR/token]")
-ca_option = click.option("--ca", default=None, metavar="FILE", type=click.Path(exists=True, dir_okay=False),
-                         help="CA certificate (PEM) an https:// master's certificate must chain to, for a "
-                              "private certificate [env RVIDIA_CA; default: the system's trust store]")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-                            help="A job parameter (JSON where it parses, else a string).")
-input_option = click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=FILE",
-                            help="An input file, uploaded to the master.")
-out_option = click.option("-o", "--out", "out_dir", default=".", type=click.Path(file_okay=False),
-                          help="Directory for the job's output files.")
-
-
-def connect(master: str | None, token: str | None, ca: str | None = None) -> Cluster:
-    return Cluster(master, token, ca=ca)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -216,9 +96,7 @@ def _start_master(host: str, port: int, data_dir: str | None, token: str | None,
 
 
 @main.command()
-@master_option
-@token_option
-@ca_option
+@client_options
 @click.option("--slots", default=None, type=click.IntRange(1), help="Chunks run at once [default: cores].")
 @click.option("--name", default=None, help="Name shown in the dashboard [default: host name].")
 @click.option("--allow-code", is_flag=True, help="Run submitters' Python functions (map jobs).")
@@ -442,9 +320,7 @@ def run(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], out_dir: st
               help="Cancel the job if it has not finished this long after submission (seconds, or 30m, 2h).")
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 9),
               help="Run each chunk on this many different workers and accept only agreeing results.")
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bool, out_dir: str, priority: int,
            max_attempts: int, timeout: float | None, deadline: str | None, replicas: int, master: str | None,
@@ -465,9 +341,7 @@ def submit(kind: str, params: tuple[str, ...], inputs: tuple[str, ...], wait: bo
 @main.command()
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @json_option
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def jobs(limit: int, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List jobs, newest first."""
@@ -481,9 +355,7 @@ def jobs(limit: int, as_json: bool, master: str | None, token: str | None, ca: s
 
 @main.command()
 @json_option
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def workers(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List workers."""
@@ -497,9 +369,7 @@ def workers(as_json: bool, master: str | None, token: str | None, ca: str | None
 
 @main.command()
 @json_option
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def kinds(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """List job kinds and their parameters."""
@@ -519,9 +389,7 @@ def kinds(as_json: bool, master: str | None, token: str | None, ca: str | None) 
 @main.command()
 @click.argument("job_id")
 @json_option
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def status(job_id: str, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
     """One job's state and progress."""
@@ -542,9 +410,7 @@ def status(job_id: str, as_json: bool, master: str | None, token: str | None, ca
 @main.command()
 @click.argument("job_id")
 @out_option
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def result(job_id: str, out_dir: str, master: str | None, token: str | None, ca: str | None) -> None:
     """A finished job's result (stdout) and outputs (into DIR)."""
@@ -558,9 +424,7 @@ def result(job_id: str, out_dir: str, master: str | None, token: str | None, ca:
 
 @main.command()
 @click.argument("job_id")
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def cancel(job_id: str, master: str | None, token: str | None, ca: str | None) -> None:
     """Cancel a queued or running job."""
@@ -573,9 +437,7 @@ def cancel(job_id: str, master: str | None, token: str | None, ca: str | None) -
 @click.argument("job_id")
 @click.option("--chunk", "chunk", default=None, type=click.IntRange(0), help="Only this chunk's output.")
 @click.option("--stage", default=None, type=click.IntRange(0), help="The chunk's stage [default: its latest].")
-@master_option
-@token_option
-@ca_option
+@client_options
 @handle_errors
 def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, token: str | None,
          ca: str | None) -> None:
@@ -597,151 +459,8 @@ def logs(job_id: str, chunk: int | None, stage: int | None, master: str | None, 
         click.echo(text, nl=not text.endswith("\n"))
 
 
-@main.command()
-@click.argument("worker_ref", metavar="WORKER")
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def drain(worker_ref: str, master: str | None, token: str | None, ca: str | None) -> None:
-    """Stop giving WORKER (name or id) chunks once its running ones finish."""
-    with connect(master, token, ca) as cluster:
-        view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/drain").json()
-    click.echo(f"rvidia: {view['name']} ({view['id']}) drained", err=True)
-
-
-@main.command()
-@click.argument("worker_ref", metavar="WORKER")
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def undrain(worker_ref: str, master: str | None, token: str | None, ca: str | None) -> None:
-    """Give WORKER chunks again."""
-    with connect(master, token, ca) as cluster:
-        view = cluster.request("POST", f"/api/v1/workers/{worker_ref}/undrain").json()
-    click.echo(f"rvidia: {view['name']} ({view['id']}) takes chunks again", err=True)
-
-
-@main.command()
-@click.option("--older-than", default=None, metavar="DURATION",
-              help="Remove finished jobs older than this instead of the master's --retention.")
-@json_option
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def gc(older_than: str | None, as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
-    """Apply retention now: remove old finished jobs and the blobs no kept job refers to."""
-    from rvidia.units import format_bytes
-
-    params = {"retention": _duration(older_than, "--older-than")} if older_than is not None else {}
-    with connect(master, token, ca) as cluster:
-        freed = cluster.request("POST", "/api/v1/gc", params=params).json()
-    if as_json:
-        print_json_line(freed)
-        return
-    click.echo(f"removed {freed['jobs']} jobs ({freed['chunks']} chunks) and {freed['blobs']} blobs, "
-               f"freed {format_bytes(freed['bytes'])} ({freed['bytes']} bytes)")
-
-
-@main.group()
-def config() -> None:
-    """Settings files: see what a command would run with."""
-
-
-@config.command("show", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("command", type=click.Choice(["master", "worker"]))
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def config_show(command: str, args: tuple[str, ...]) -> None:
-    """The settings `rvidia master|worker [--config F] [flags]` would run with, and where each came from."""
-    from rvidia.config import resolve, show
-
-    target = main.commands[command]
-    with target.make_context(command, list(args)) as ctx:
-        values, sources, path = resolve(ctx, command, ctx.params.get("config"))
-    click.echo(show(values, sources, path))
-
-
-@main.group()
-def service() -> None:
-    """Run the master or a worker as a systemd service."""
-
-
-@service.command("install", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("what", type=click.Choice(["master", "worker"]))
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
-@click.option("--user", default=None, help="User= the service runs as [default: root].")
-@click.option("--unit-dir", default=None, type=click.Path(file_okay=False),
-              help="Where to write the unit [default /etc/systemd/system].")
-def service_install(what: str, args: tuple[str, ...], print_only: bool, user: str | None,
-                    unit_dir: str | None) -> None:
-    """Write rvidia-master.service or rvidia-worker.service; ARGS are the command's flags, e.g.
-    `rvidia service install worker -- --master http://head:8765 --config /etc/rvidia/worker.toml`."""
-    from rvidia.service import install, unit_path, unit_text
-
-    target = main.commands[what]
-    try:  # check the flags now, not when systemd first starts the service
-        target.make_context(what, list(args), resilient_parsing=False).close()
-    except click.exceptions.Exit:
-        pass
-    # No token goes into the unit (units are world-readable): give it in a --config file of mode 0600.
-    text = unit_text(what, list(args), user=user)
-    if print_only:
-        click.echo(text, nl=False)
-        return
-    path = Path(unit_dir) / unit_path(what).name if unit_dir else unit_path(what)
-    try:
-        install(what, text, path)
-    except OSError as exc:
-        _fail(f"cannot write {path}: {exc.strerror or exc} (run as root, or use --print)", EXIT_USAGE)
-    click.echo(f"rvidia: wrote {path}; now: systemctl daemon-reload && systemctl enable --now {path.stem}",
-               err=True)
-
-
-@main.group()
-def token() -> None:
-    """Manage tokens (admin token needed)."""
-
-
-@token.command("create")
-@click.option("--role", required=True, type=click.Choice(["worker", "user"]))
-@click.option("--name", default=None)
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def token_create(role: str, name: str | None, master: str | None, token: str | None, ca: str | None) -> None:
-    """Create a token; it is printed once, on stdout."""
-    with connect(master, token, ca) as cluster:
-        made = cluster.request("POST", "/api/v1/tokens", json={"role": role, "name": name}).json()
-    click.echo(f"rvidia: created {made['role']} token {made['name']}", err=True)
-    click.echo(made["token"])
-
-
-@token.command("list")
-@json_option
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def token_list(as_json: bool, master: str | None, token: str | None, ca: str | None) -> None:
-    with connect(master, token, ca) as cluster:
-        rows = cluster.get("/api/v1/tokens")
-    show_table(rows, as_json, "Tokens", [("name", "name"), ("role", "role"), ("created", "created_at")])
-
-
-@token.command("revoke")
-@click.argument("name")
-@master_option
-@token_option
-@ca_option
-@handle_errors
-def token_revoke(name: str, master: str | None, token: str | None, ca: str | None) -> None:
-    with connect(master, token, ca) as cluster:
-        cluster.request("DELETE", f"/api/v1/tokens/{name}")
-    click.echo(f"rvidia: revoked {name}", err=True)
+for _command in cliops.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
