@@ -231,45 +231,59 @@ def test_file_inputs_upload_and_outputs_download(page, cluster: rvidia.LocalClus
     shot(page, "job-analytics", full_page=True)
 
 
+def _long_job(cluster: rvidia.LocalCluster) -> rvidia.Job:
+    """A job that runs until cancelled, so that it is surely running when a held answer is fetched."""
+    job = cluster.submit("montecarlo", samples=10**12, chunk_samples=10_000_000)
+    deadline = time.monotonic() + 30
+    while job.status()["state"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    return job
+
+
+def _end_while_held(job: rvidia.Job, held: list[object], state: object) -> None:
+    """The first answer, fetched while the job runs, is held until the job has ended (cancelled
+    here, so that nothing can end it before the answer is fetched) and its end event has had time
+    to reach the page."""
+    if not held:
+        held.append(state)
+        job.cancel()
+        time.sleep(0.5)
+
+
 def test_a_job_that_ends_while_its_page_loads_shows_its_end(page, cluster: rvidia.LocalCluster) -> None:
     """The page's first load answers "running"; the job's end reaches the page over the event stream
     before that answer does. The stale answer must not win."""
     sign_in(page, cluster)
-    job = cluster.submit("montecarlo", samples=40_000_000, chunk_samples=10_000_000)
-    held = []
+    job = _long_job(cluster)
+    held: list[object] = []
 
     def hold_first_answer(route) -> None:  # type: ignore[no-untyped-def]
         answer = route.fetch()
-        if not held:
-            held.append(answer.json()["state"])
-            job.wait(timeout=60)  # the end event is on its way while this answer waits
-            time.sleep(0.5)
+        _end_while_held(job, held, answer.json()["state"])
         route.fulfill(response=answer)
 
     page.route(f"**/api/v1/jobs/{job.id}", hold_first_answer)
     page.goto(f"{cluster.url}/#/jobs/{job.id}")
-    page.wait_for_selector(".head-badge .badge.state-succeeded", timeout=30_000)
+    page.wait_for_selector(".head-badge .badge.state-cancelled", timeout=30_000)
     assert held == ["running"]
     page.unroute(f"**/api/v1/jobs/{job.id}")
 
 
 def test_a_job_that_ends_while_the_list_loads_shows_its_end(page, cluster: rvidia.LocalCluster) -> None:
     """Same race for the state loaded at sign-in: events that land during the load win over it."""
-    job = cluster.submit("montecarlo", samples=40_000_000, chunk_samples=10_000_000)
-    held = []
+    job = _long_job(cluster)
+    held: list[object] = []
 
     def hold_first_answer(route) -> None:  # type: ignore[no-untyped-def]
         answer = route.fetch()
-        if not held:
-            held.append([j["state"] for j in answer.json() if j["id"] == job.id])
-            job.wait(timeout=60)
-            time.sleep(0.5)
+        _end_while_held(job, held, [j["state"] for j in answer.json() if j["id"] == job.id])
         route.fulfill(response=answer)
 
     page.route(re.compile(r".*/api/v1/jobs\?limit=.*"), hold_first_answer)
     sign_in(page, cluster, "#/jobs")
     row = page.locator(f"tr.job-row:has-text('{job.id}')")
-    row.locator(".badge.state-succeeded").wait_for(timeout=30_000)
+    row.locator(".badge.state-cancelled").wait_for(timeout=30_000)
     assert held == [["running"]]
 
 
