@@ -62,7 +62,8 @@ def gc(older_than: str | None, as_json: bool, master: str | None, token: str | N
     if as_json:
         print_json_line(freed)
         return
-    click.echo(f"removed {freed['jobs']} jobs ({freed['chunks']} chunks) and {freed['blobs']} blobs, "
+    partial = f", {freed['partial']} abandoned partial writes" if freed.get("partial") else ""
+    click.echo(f"removed {freed['jobs']} jobs ({freed['chunks']} chunks) and {freed['blobs']} blobs{partial}, "
                f"freed {format_bytes(freed['bytes'])} ({freed['bytes']} bytes)")
 
 

@@ -69,6 +69,22 @@ def test_old_job_and_its_unreferenced_blobs_go_shared_ones_stay(tmp_path: Path) 
     store.close()
 
 
+def test_partial_writes_abandoned_for_an_hour_go(tmp_path: Path) -> None:
+    """A writer killed mid-write (an upload, a chunk writing into the store) leaves a file in tmp/;
+    one written to within the hour may still be in progress and stays."""
+    store = Store(tmp_path / "rvidia.db")
+    blobs = BlobStore(tmp_path / "blobs", 1 << 30)
+    dead, live = blobs.tmp / "local-dead", blobs.tmp / "up-live"
+    dead.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y" * 10)
+    past = time.time() - 2 * 3600
+    os.utime(dead, (past, past))
+    freed = collect(store, blobs, retention=7 * DAY)
+    assert not dead.exists() and live.exists()
+    assert freed["partial"] == 1 and freed["bytes"] == 1000 and freed["blobs"] == 0
+    store.close()
+
+
 def test_reuploading_an_old_blob_makes_it_young(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path / "blobs", 1 << 30)
     blob_id = _blob(blobs, b"data", 30 * DAY)

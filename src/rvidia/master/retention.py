@@ -8,6 +8,10 @@ Mark and sweep, all on the master's event loop (so no job can be submitted in be
 - delete the expired jobs' rows and chunks;
 - sweep: every blob file not marked and not written (or re-uploaded) within the retention period.
   The age guard keeps an upload that is not yet part of a job.
+
+Partial writes left in ``tmp/`` by a process killed mid-write (an upload, a chunk or a client on the
+master's machine writing into the store, worker/directblobs.py) go once nothing has written to them
+for ``ABANDONED_AFTER``: a live writer touches its file with every piece, so an idle hour means dead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rvidia.master.blobs import BlobStore, valid_blob_id
 from rvidia.master.store import Store
 
 DEFAULT_RETENTION = 7 * 86400.0
+ABANDONED_AFTER = 3600.0  # seconds without a write after which a tmp/ file is a dead writer's
 _BLOB_REF = re.compile(rb"[0-9a-f]{64}")
 
 
@@ -44,6 +49,7 @@ def collect(store: Store, blobs: BlobStore, retention: float, now: float | None 
         if result:
             marked.update(m.decode() for m in _BLOB_REF.findall(bytes(result)))
     n_blobs = n_bytes = 0
+    partial, partial_bytes = _sweep_partial(blobs, now - ABANDONED_AFTER)
     for sub in blobs.root.iterdir():
         if not sub.is_dir() or len(sub.name) != 2:
             continue  # tmp/ and anything else that is not a blob directory
@@ -59,5 +65,21 @@ def collect(store: Store, blobs: BlobStore, retention: float, now: float | None 
                 continue
             n_blobs += 1
             n_bytes += stat.st_size
-    return {"jobs": len(expired), "chunks": chunks, "blobs": n_blobs, "bytes": n_bytes,
-            "retention": retention}
+    return {"jobs": len(expired), "chunks": chunks, "blobs": n_blobs, "bytes": n_bytes + partial_bytes,
+            "partial": partial, "retention": retention}
+
+
+def _sweep_partial(blobs: BlobStore, cutoff: float) -> tuple[int, int]:
+    """Remove files in tmp/ last written before ``cutoff``: (how many, their bytes)."""
+    n = size = 0
+    for path in blobs.tmp.iterdir():
+        try:
+            stat = path.stat()
+            if not path.is_file() or stat.st_mtime >= cutoff:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        n += 1
+        size += stat.st_size
+    return n, size
