@@ -32,8 +32,8 @@ here and in every process started from here (the variables are set before numpy 
 
 The benchmark measures the RVIDIA of this checkout: ``src/`` goes first on ``sys.path`` and on
 ``PYTHONPATH`` (which the master, the workers and the peers' workers inherit), installed or not.
-The machine's load average at the start and end of the run is printed and written: a run on a loaded
-machine measures the load, not the engines.
+Other work's CPU use just before and just after the run (no engine running) is printed and written,
+with the load average: a run on a loaded machine measures the load, not the engines.
 """
 
 from __future__ import annotations
@@ -898,10 +898,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
     workloads = "".join(w for w in args.workloads.lower() if w in WORKLOADS)
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        _say(f"warning: load average {load:.2f} on {os.cpu_count()} cores: these figures will measure that load too")
     results, meta = run(sizes, repeats, engines, workloads)
+    if max(meta["others_start"], meta["others_end"]) > 15.0:
+        _say(f"warning: other work used {meta['others_start']:.0f}% / {meta['others_end']:.0f}% of the CPU "
+             "before / after the run: these figures measure that load too")
     text = report(results, meta, engines, sizes, repeats, args.quick)
     print(text)
     doc = None if args.no_doc else (args.doc or (None if args.quick else DOC))
