@@ -11,11 +11,13 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Iterable, Iterator, Protocol
+from typing import Any, BinaryIO, ClassVar, Generic, Iterable, Iterator, Protocol, TypeVar
 
 import msgspec
 
 from rvidia.core.events import Requirement
+
+T = TypeVar("T")
 
 
 class ParamError(ValueError):
@@ -37,10 +39,42 @@ class Inputs(Protocol):
     def open(self, name: str) -> BinaryIO: ...
 
 
+class OutputWriter(Protocol):
+    """An output written piece by piece across merges (see ``InOrder``)."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def commit(self) -> str:
+        """Store what was written; return its blob id. A writer never committed leaves nothing."""
+        ...
+
+
 class Outputs(Protocol):
     """Where a kind writes its output files, streamed into the blob store."""
 
     def write(self, name: str, parts: Iterable[bytes]) -> str: ...
+
+    def begin(self, name: str) -> OutputWriter:
+        """An output to write as results arrive, so that finishing costs no second pass."""
+        ...
+
+
+class InOrder(Generic[T]):
+    """Chunk results arrive in any order; an output is written in index order. ``add`` holds each
+    item until every lower index has come, then hands over all that are ready. Merges replayed after
+    a restart come in index order, so the output is rebuilt the same way."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.held: dict[int, T] = {}
+
+    def add(self, index: int, item: T) -> list[tuple[int, T]]:
+        self.held[index] = item
+        ready = []
+        while self.next in self.held:
+            ready.append((self.next, self.held.pop(self.next)))
+            self.next += 1
+        return ready
 
 
 class Blobs(Protocol):

@@ -3,9 +3,9 @@
 Each chunk fetches its block of the input by byte range, plus the 32 KiB before it as a preset
 dictionary, and deflates it as raw deflate ending in a sync flush (the last block ends the stream),
 so the blocks concatenate into one deflate stream. The chunk uploads its bytes and returns the blob
-id with the block's CRC-32 and length. The master writes a gzip header, streams the blocks in
-order from the blob store, and ends with a trailer whose CRC-32 it combines from the blocks' CRCs
-(no second pass over the input). The result is one standard gzip member that ``gzip -dc``
+id with the block's CRC-32 and length. The master writes a gzip header when the job starts, appends
+each block from the blob store as soon as every block before it has come (``InOrder``), and ends with
+a trailer whose CRC-32 it combines from the blocks' CRCs (no second pass over the input or output). The result is one standard gzip member that ``gzip -dc``
 restores byte for byte, identical whatever the number of workers.
 """
 
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Annotated, Any, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import msgspec
 
-from rvidia.kinds.base import Done, JobContext, Kind, Plan, RunContext
+from rvidia.kinds.base import Done, InOrder, JobContext, Kind, OutputWriter, Plan, RunContext
 
 WINDOW = 32 * 1024  # deflate's window: the dictionary each block borrows from the one before
 _STREAM = 1 << 20
@@ -98,6 +99,17 @@ def deflate_block(data: bytes, dictionary: bytes, level: int, last: bool) -> byt
     return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
+@dataclass
+class GzOutput:
+    """The gzip member being written; each block goes in once every block before it has."""
+
+    writer: OutputWriter
+    order: InOrder[BlockResult] = field(default_factory=InOrder)
+    in_bytes: int = 0  # input compressed so far, in any order (progress)
+    out_bytes: int = 0  # its compressed size
+    crc: int = 0  # CRC-32 of the input written so far, in order
+
+
 class Compress(Kind):
     name = "compress"
     description = "Gzip a file, compressing fixed-size blocks in parallel (like pigz)"
@@ -119,50 +131,42 @@ class Compress(Kind):
     def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
         return {}  # each chunk reads its own range, never the whole file
 
-    def new_acc(self, ctx: JobContext) -> list[int]:
-        return [0, 0]  # input bytes, output bytes compressed so far
+    def new_acc(self, ctx: JobContext) -> GzOutput:
+        acc = GzOutput(ctx.outputs.begin("data.gz"))
+        acc.writer.write(gzip_header(ctx.params.level))
+        if ctx.state["size"] == 0:
+            acc.writer.write(deflate_block(b"", b"", ctx.params.level, last=True))
+        return acc
 
-    def merge(self, ctx: JobContext, acc: list[int], index: int, result: bytes) -> list[int]:
+    def merge(self, ctx: JobContext, acc: GzOutput, index: int, result: bytes) -> GzOutput:
+        size, bs = ctx.state["size"], ctx.params.block_size
+        assert ctx.blobs is not None
         block = msgspec.msgpack.decode(result, type=BlockResult)
-        return [acc[0] + block.in_bytes, acc[1] + block.out_bytes]
+        if block.in_bytes != min(bs, size - index * bs) or ctx.blobs.size(block.blob_id) != block.out_bytes:
+            raise ValueError(f"block {index} does not match its range of the input")
+        acc.in_bytes += block.in_bytes
+        acc.out_bytes += block.out_bytes
+        for _, ready in acc.order.add(index, block):
+            acc.crc = crc32_combine(acc.crc, ready.crc, ready.in_bytes)
+            with ctx.blobs.open(ready.blob_id) as f:
+                while part := f.read(_STREAM):
+                    acc.writer.write(part)
+        return acc
 
-    def progress(self, ctx: JobContext, acc: list[int]) -> dict[str, Any] | None:
-        return {"input_bytes_done": acc[0], "output_bytes": acc[1]}
+    def progress(self, ctx: JobContext, acc: GzOutput) -> dict[str, Any] | None:
+        return {"input_bytes_done": acc.in_bytes, "output_bytes": acc.out_bytes}
 
-    def finish_stage(self, ctx: JobContext, acc: list[int]) -> Done:
+    def finish_stage(self, ctx: JobContext, acc: GzOutput) -> Done:
         size = ctx.state["size"]
-        totals = {"crc": 0, "out": 0}
-        blob = ctx.outputs.write("data.gz", self._gz_parts(ctx, totals))
-        out = totals["out"]
+        if acc.order.held or acc.order.next != -(-size // ctx.params.block_size):
+            raise ValueError(f"blocks missing: {acc.order.next} of {-(-size // ctx.params.block_size)} written")
+        assert ctx.blobs is not None
+        acc.writer.write(gzip_trailer(acc.crc, size))
+        blob = acc.writer.commit()
+        out = ctx.blobs.size(blob)
         result = {"input_bytes": size, "output_bytes": out, "ratio": round(size / out, 4),
                   "blocks": -(-size // ctx.params.block_size), "level": ctx.params.level}
         return Done(result=result, outputs={"data.gz": blob})
-
-    def _gz_parts(self, ctx: JobContext, totals: dict[str, int]) -> Iterator[bytes]:
-        """Header, the blocks in order from the blob store, trailer; counts bytes into ``totals``."""
-        size, bs = ctx.state["size"], ctx.params.block_size
-        assert ctx.blobs is not None
-        head = gzip_header(ctx.params.level)
-        totals["out"] += len(head)
-        yield head
-        crc = 0
-        if size == 0:
-            empty = deflate_block(b"", b"", ctx.params.level, last=True)
-            totals["out"] += len(empty)
-            yield empty
-        for index, raw in ctx.results():
-            block = msgspec.msgpack.decode(raw, type=BlockResult)
-            expected = min(bs, size - index * bs)
-            if block.in_bytes != expected or ctx.blobs.size(block.blob_id) != block.out_bytes:
-                raise ValueError(f"block {index} does not match its range of the input")
-            crc = crc32_combine(crc, block.crc, block.in_bytes)
-            totals["out"] += block.out_bytes
-            with ctx.blobs.open(block.blob_id) as f:
-                while part := f.read(_STREAM):
-                    yield part
-        tail = gzip_trailer(crc, size)
-        totals["out"] += len(tail)
-        yield tail
 
     def run(self, params: CompressParams, payload: bytes, ctx: RunContext) -> bytes:
         blob_id, start, length, last = msgspec.msgpack.decode(payload, type=tuple[str, int, int, bool])

@@ -3,20 +3,21 @@
 The master reads only the two ``.npy`` headers (shapes, dtypes, where the data starts) and refuses
 inputs that cannot be multiplied before any chunk runs. Each chunk fetches just its rows of ``a`` by
 byte range, multiplies them by ``b`` (a whole local file, downloaded once per worker and cached by
-content hash), and uploads its block of ``c`` to the blob store. The master then streams a ``.npy``
-header and the blocks, in order, into ``c.npy``, never holding ``c`` whole. Block boundaries depend
+content hash), and uploads its block of ``c`` to the blob store. The master writes a ``.npy`` header
+into ``c.npy`` when the job starts and appends each block as soon as every block before it has come
+(``InOrder``), never holding ``c`` whole and with no second pass at the end. Block boundaries depend
 only on the shapes and ``block_rows``, so the output is the same whatever the number of workers.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import Annotated, Any, BinaryIO, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, BinaryIO
 
 import msgspec
 
-from rvidia.kinds.base import Done, JobContext, Kind, ParamError, Plan, RunContext
+from rvidia.kinds.base import Done, InOrder, JobContext, Kind, OutputWriter, ParamError, Plan, RunContext
 
 TARGET_BLOCK_BYTES = 8 << 20  # automatic block_rows: rows of a plus rows of c in about 8 MiB
 _STREAM = 1 << 20  # bytes per piece when streaming blocks into c.npy
@@ -130,6 +131,15 @@ def npy_header_bytes(shape: tuple[int, ...], dtype: Any) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class COutput:
+    """``c.npy`` being written; each block goes in once every block before it has."""
+
+    writer: OutputWriter
+    order: InOrder[str] = field(default_factory=InOrder)
+    bytes_of_c: int = 0  # blocks received so far, in any order (progress)
+
+
 class Matmul(Kind):
     name = "matmul"
     description = "Multiply two matrices stored as .npy files (c = a @ b), in row blocks of a"
@@ -166,15 +176,31 @@ class Matmul(Kind):
     def chunk_inputs(self, ctx: JobContext, index: int) -> dict[str, str]:
         return {"b": ctx.inputs.blob_id("b")}  # a arrives by ranges, b once per worker
 
-    def new_acc(self, ctx: JobContext) -> int:
-        return 0
+    def new_acc(self, ctx: JobContext) -> COutput:
+        import numpy as np
 
-    def merge(self, ctx: JobContext, acc: int, index: int, result: bytes) -> int:
-        _, nbytes = msgspec.msgpack.decode(result, type=tuple[str, int])
-        return acc + nbytes
+        acc = COutput(ctx.outputs.begin("c.npy"))
+        acc.writer.write(npy_header_bytes((ctx.state["m"], ctx.state["n"]), np.dtype(ctx.state["out"])))
+        return acc
 
-    def progress(self, ctx: JobContext, acc: int) -> dict[str, Any] | None:
-        return {"bytes_of_c": acc}
+    def merge(self, ctx: JobContext, acc: COutput, index: int, result: bytes) -> COutput:
+        import numpy as np
+
+        s = ctx.state
+        assert ctx.blobs is not None
+        blob_id, nbytes = msgspec.msgpack.decode(result, type=tuple[str, int])
+        expected = min(s["rows"], s["m"] - index * s["rows"]) * s["n"] * np.dtype(s["out"]).itemsize
+        if nbytes != expected or ctx.blobs.size(blob_id) != expected:
+            raise ValueError(f"block {index} of c has {ctx.blobs.size(blob_id)} bytes, expected {expected}")
+        acc.bytes_of_c += nbytes
+        for _, ready in acc.order.add(index, blob_id):
+            with ctx.blobs.open(ready) as f:
+                while part := f.read(_STREAM):
+                    acc.writer.write(part)
+        return acc
+
+    def progress(self, ctx: JobContext, acc: COutput) -> dict[str, Any] | None:
+        return {"bytes_of_c": acc.bytes_of_c}
 
     def agree(self, ctx: JobContext, a: bytes, b: bytes) -> bool:
         """Two copies of a block of c agree when equal within TOLERANCE for its dtype: a GPU or
@@ -192,30 +218,17 @@ class Matmul(Kind):
         rtol = TOLERANCE.get(out.name, 1e-6)
         return x.shape == y.shape and bool(np.allclose(x, y, rtol=rtol, atol=rtol * float(np.abs(y).max(initial=0))))
 
-    def finish_stage(self, ctx: JobContext, acc: int) -> Done:
+    def finish_stage(self, ctx: JobContext, acc: COutput) -> Done:
         import numpy as np
 
         s = ctx.state
-        out = np.dtype(s["out"])
-        shape = (s["m"], s["n"])
-        blob = ctx.outputs.write("c.npy", self._c_parts(ctx, out))
-        return Done(result={"shape": list(shape), "dtype": str(out), "blocks": -(-s["m"] // s["rows"]),
-                            "block_rows": s["rows"]}, outputs={"c.npy": blob})
-
-    def _c_parts(self, ctx: JobContext, out: Any) -> Iterator[bytes]:
-        """The header, then every block of c from the blob store, checked for its size."""
-        s = ctx.state
-        assert ctx.blobs is not None
-        yield npy_header_bytes((s["m"], s["n"]), out)
-        for index, raw in ctx.results():
-            blob_id, nbytes = msgspec.msgpack.decode(raw, type=tuple[str, int])
-            rows = min(s["rows"], s["m"] - index * s["rows"])
-            expected = rows * s["n"] * out.itemsize
-            if nbytes != expected or ctx.blobs.size(blob_id) != expected:
-                raise ValueError(f"block {index} of c has {ctx.blobs.size(blob_id)} bytes, expected {expected}")
-            with ctx.blobs.open(blob_id) as f:
-                while part := f.read(_STREAM):
-                    yield part
+        blocks = -(-s["m"] // s["rows"])
+        if acc.order.held or acc.order.next != blocks:
+            raise ValueError(f"blocks of c missing: {acc.order.next} of {blocks} written")
+        blob = acc.writer.commit()
+        result = {"shape": [s["m"], s["n"]], "dtype": str(np.dtype(s["out"])), "blocks": blocks,
+                  "block_rows": s["rows"]}
+        return Done(result=result, outputs={"c.npy": blob})
 
     def run(self, params: MatmulParams, payload: bytes, ctx: RunContext) -> bytes:
         import numpy as np

@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import AsyncIterator, BinaryIO, Iterable
 
@@ -136,6 +137,11 @@ class BlobStore:
             raise
         return self._commit(tmp, digest)
 
+    def writer(self) -> "BlobWriter":
+        """A blob written piece by piece over time (an output assembled as chunk results arrive)."""
+        f, tmp = self._new_tmp()
+        return BlobWriter(self, f, tmp)
+
     def put_parts(self, parts: Iterable[bytes]) -> str:
         """Store output written piece by piece (kinds' outputs)."""
         f, tmp = self._new_tmp()
@@ -149,3 +155,32 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             raise
         return self._commit(tmp, h.hexdigest())
+
+
+class BlobWriter:
+    """An output being written: pieces are hashed as they go, ``commit`` stores it under its hash.
+
+    A writer dropped without ``commit`` (its job cancelled or failed, its master state replayed
+    after a restart) removes its partial file when it is garbage-collected.
+    """
+
+    def __init__(self, store: BlobStore, f: BinaryIO, tmp: Path) -> None:
+        self._store, self._f, self._tmp = store, f, tmp
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._cleanup = weakref.finalize(self, _discard, f, tmp)
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self._f.write(data)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        self._cleanup.detach()
+        self._f.close()
+        return self._store._commit(self._tmp, self._hash.hexdigest())
+
+
+def _discard(f: BinaryIO, tmp: Path) -> None:
+    f.close()
+    tmp.unlink(missing_ok=True)

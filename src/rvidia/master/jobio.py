@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Iterable
 
-from rvidia.master.blobs import BlobStore
+from rvidia.master.blobs import BlobStore, BlobWriter
 
 
 class JobInputs:
@@ -31,3 +31,6 @@ class JobOutputs:
 
     def write(self, name: str, parts: Iterable[bytes]) -> str:
         return self._blobs.put_parts(parts)
+
+    def begin(self, name: str) -> BlobWriter:
+        return self._blobs.writer()
