@@ -5,8 +5,9 @@ dictionary, and deflates it as raw deflate ending in a sync flush (the last bloc
 so the blocks concatenate into one deflate stream. The chunk uploads its bytes and returns the blob
 id with the block's CRC-32 and length. The master writes a gzip header when the job starts, appends
 each block from the blob store as soon as every block before it has come (``InOrder``), and ends with
-a trailer whose CRC-32 it combines from the blocks' CRCs (no second pass over the input or output). The result is one standard gzip member that ``gzip -dc``
-restores byte for byte, identical whatever the number of workers.
+a trailer whose CRC-32 it combines from the blocks' CRCs (no second pass over the input or output).
+The result is one standard gzip member that ``gzip -dc`` restores byte for byte, identical whatever
+the number of workers.
 """
 
 from __future__ import annotations
@@ -158,14 +159,15 @@ class Compress(Kind):
 
     def finish_stage(self, ctx: JobContext, acc: GzOutput) -> Done:
         size = ctx.state["size"]
-        if acc.order.held or acc.order.next != -(-size // ctx.params.block_size):
-            raise ValueError(f"blocks missing: {acc.order.next} of {-(-size // ctx.params.block_size)} written")
+        blocks = -(-size // ctx.params.block_size)
+        if acc.order.held or acc.order.next != blocks:
+            raise ValueError(f"blocks missing: {acc.order.next} of {blocks} written")
         assert ctx.blobs is not None
         acc.writer.write(gzip_trailer(acc.crc, size))
         blob = acc.writer.commit()
         out = ctx.blobs.size(blob)
         result = {"input_bytes": size, "output_bytes": out, "ratio": round(size / out, 4),
-                  "blocks": -(-size // ctx.params.block_size), "level": ctx.params.level}
+                  "blocks": blocks, "level": ctx.params.level}
         return Done(result=result, outputs={"data.gz": blob})
 
     def run(self, params: CompressParams, payload: bytes, ctx: RunContext) -> bytes:
