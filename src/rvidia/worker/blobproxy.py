@@ -44,14 +44,10 @@ class HttpBlobs:
     def read_range(self, blob_id: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        store = self.store
-        if store is not None and valid_blob_id(blob_id):
-            try:
-                with open(store / blob_id[:2] / blob_id, "rb") as f:  # the store's layout (master/blobs.py)
-                    f.seek(start)
-                    return f.read(length)
-            except OSError:
-                pass  # removed meanwhile, or unreadable: ask the master
+        if self.store is not None:
+            local = read_from_store(self.store, blob_id, start, length)
+            if local is not None:
+                return local
         client = self._client()
         try:
             response = client.get(f"/api/v1/blobs/{blob_id}",
@@ -98,3 +94,16 @@ class NoBlobs:
 
     def close(self) -> None:
         pass
+
+
+def read_from_store(store: Path, blob_id: str, start: int, length: int) -> bytes | None:
+    """Bytes of a blob read straight from the master's store on this machine; None when the id is
+    not a blob id or the file is gone or unreadable (then ask the master)."""
+    if not valid_blob_id(blob_id):
+        return None
+    try:
+        with open(store / blob_id[:2] / blob_id, "rb") as f:  # the store's layout (master/blobs.py)
+            f.seek(start)
+            return f.read(length)
+    except OSError:
+        return None
